@@ -1,0 +1,125 @@
+# hvdbench: install, test, benchmark. `make help` lists the targets.
+#
+#   make bench    install what is missing, then a 2-rank Horovod benchmark on this machine
+#   make test     install what is missing, then every test tier, timed
+#
+# CPU build (default): tensorflow-cpu, Horovod with MPI + Gloo.
+# GPU build for clusters: make install GPU=1 [CUDA_HOME=...] [NCCL_HOME=...]
+#   tensorflow[and-cuda] of the same version, Horovod with NCCL operations, built with
+#   pip --no-cache-dir (pip's wheel cache ignores HOROVOD_* flags, so a cached CPU wheel
+#   would otherwise satisfy a GPU build), and a check that --check-build shows NCCL.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+GPU ?= 0
+CUDA_HOME ?=
+NCCL_HOME ?=
+TF_VERSION := 2.14.1
+HOROVOD_VERSION := 0.28.1
+APT_PACKAGES := libopenmpi-dev openmpi-bin
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+PYTEST_ARGS ?=
+
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+HOROVOD_COMMON := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+
+ifeq ($(GPU),1)
+  FLAVOR := gpu
+  TF_REQ := tensorflow[and-cuda]==$(TF_VERSION)
+  HOROVOD_ENV := $(HOROVOD_COMMON) HOROVOD_GPU_OPERATIONS=NCCL$(if $(CUDA_HOME), HOROVOD_CUDA_HOME=$(CUDA_HOME))$(if $(NCCL_HOME), HOROVOD_NCCL_HOME=$(NCCL_HOME))
+  HOROVOD_PIP_FLAGS := --no-build-isolation --no-cache-dir --force-reinstall --no-deps
+  REQUIRED_FEATURES := TensorFlow,MPI,Gloo,NCCL
+else
+  FLAVOR := cpu
+  TF_REQ := tensorflow-cpu==$(TF_VERSION)
+  HOROVOD_ENV := $(HOROVOD_COMMON)
+  HOROVOD_PIP_FLAGS := --no-build-isolation
+  REQUIRED_FEATURES := TensorFlow,MPI,Gloo
+endif
+
+PY_DEPS := "$(TF_REQ)" "numpy<2" mpi4py matplotlib
+DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy
+
+STAMP_SYS := $(VENV)/.stamp-system
+STAMP_DEPS := $(VENV)/.stamp-deps-$(FLAVOR)
+STAMP_HVD := $(VENV)/.stamp-horovod-$(FLAVOR)
+STAMP_PKG := $(VENV)/.stamp-hvdbench
+
+.PHONY: help install install-slurm bench test test-unit test-distributed test-slurm lint clean
+
+help:
+	@echo "make install      venv with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
+	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
+	@echo "make test         install, then all test tiers (each tier's time is printed)"
+	@echo "make lint         ruff check, ruff format --check, mypy"
+
+install: $(STAMP_PKG)
+	@$(VENV)/bin/hvdbench check-build --require $(REQUIRED_FEATURES)
+
+$(STAMP_SYS):
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	@touch $@
+
+$(STAMP_DEPS): $(STAMP_SYS)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q $(PY_DEPS) $(DEV_DEPS)
+	@touch $@
+
+$(STAMP_HVD): $(STAMP_DEPS)
+	$(HOROVOD_ENV) $(PIP) install $(HOROVOD_PIP_FLAGS) horovod==$(HOROVOD_VERSION)
+	@rm -f $(VENV)/.stamp-horovod-*
+	@touch $@
+
+$(STAMP_PKG): $(STAMP_HVD) pyproject.toml
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+install-slurm:
+	@if ! dpkg -s $(SLURM_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing $(SLURM_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES); \
+	fi
+
+bench: install
+	$(VENV)/bin/hvdbench run --np 2
+
+# Each tier prints its wall time; a failing tier fails `make test`.
+define tier
+	@echo "=== tier $(1) ==="; start=$$(date +%s); rc=0; \
+	$(VPY) -m pytest $(2) $(PYTEST_ARGS) || rc=$$?; \
+	echo "=== tier $(1): $$(( $$(date +%s) - start )) s (exit $$rc) ==="; \
+	exit $$rc
+endef
+
+TEST_TIERS := test-unit test-distributed
+
+test: install
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory $(TEST_TIERS); \
+	echo "=== all tiers: $$(( $$(date +%s) - start )) s ==="
+
+test-unit:
+	$(call tier,unit,tests/unit)
+
+test-distributed:
+	$(call tier,distributed,tests/distributed)
+
+test-slurm:
+	$(call tier,slurm,tests/slurm)
+
+lint:
+	$(VENV)/bin/ruff check hvdbench tests
+	$(VENV)/bin/ruff format --check hvdbench tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info

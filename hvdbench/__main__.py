@@ -1,0 +1,5 @@
+import sys
+
+from hvdbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""``hvdbench``: the command line. Subcommands parse, validate and hand over; no logic here.
+
+Bad input of any kind ends in one line on stderr and exit code 2, before TensorFlow is
+imported and before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from hvdbench import config
+from hvdbench.errors import UsageError
+
+DESCRIPTION = """\
+Benchmark and training harness for distributed TensorFlow: Horovod ring all-reduce,
+with synthetic data, reporting images/sec measured across ranks.
+
+Configuration: hvdbench/configs/default.toml < CONFIG file < --section.key=value overrides.
+`hvdbench config keys` documents every key."""
+
+RUN_EPILOG = """\
+examples:
+  hvdbench run --np 2                                 2 ranks on this machine (horovodrun --gloo)
+  hvdbench run my.toml --train.num_steps=50           a config file plus an override
+  hvdbench run --np 2 --launch.launcher=mpirun        the same through mpirun
+  mpirun -np 4 hvdbench run my.toml                   inside a launcher: ranks come from it
+  hvdbench run --np 2 --dry-run                       print the launcher command only
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hvdbench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"hvdbench {__import__('hvdbench').__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="run a benchmark (launching ranks itself when --np > 1)",
+        description="Run a benchmark. Any --section.key=value argument overrides the config.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("config", nargs="?", help="TOML config file (default: the embedded defaults)")
+    run.add_argument("--np", type=int, help="compute ranks; shorthand for --launch.np=N")
+    run.add_argument("--dry-run", action="store_true", help="print the launcher command and exit")
+
+    cfg = sub.add_parser("config", help="show the resolved config or document its keys")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    cfg_sub.required = True
+    pr = cfg_sub.add_parser("print", help="print the resolved config as TOML")
+    pr.add_argument("config", nargs="?", help="TOML config file")
+    cfg_sub.add_parser("keys", help="document every key: type, default, meaning")
+
+    sub.add_parser("models", help="list the models and their native input sizes")
+
+    cb = sub.add_parser(
+        "check-build", help="check that Horovod was built with the frameworks and controllers needed"
+    )
+    cb.add_argument(
+        "--require",
+        default="TensorFlow,MPI,Gloo",
+        help="comma-separated features that must be [X] (default: TensorFlow,MPI,Gloo)",
+    )
+    return p
+
+
+def _load(args: argparse.Namespace, overrides: list[str]) -> config.Config:
+    if getattr(args, "np", None) is not None:
+        overrides = [*overrides, f"--launch.np={args.np}"]
+    return config.load(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
+    from hvdbench import launcher, topology
+
+    cfg = _load(args, overrides)
+    topo = topology.detect(os.environ)
+    inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    if not inner and cfg.launch.np > 1:
+        from hvdbench import modes
+
+        np = modes.get(cfg.mode.name).world_size(cfg.launch.np)
+        rank_argv = [a for a in argv if a != "--dry-run"]
+        cmd = launch_command(cfg, np, launcher.rank_command(rank_argv))
+        if args.dry_run:
+            print(" ".join(cmd))
+            return 0
+        return launcher.execute(cmd, launcher.launch_env(os.environ, os.geteuid() == 0))
+    if args.dry_run:
+        print(" ".join(launcher.rank_command([a for a in argv if a != "--dry-run"])))
+        return 0
+    from hvdbench.benchmark import run_rank
+
+    return run_rank(cfg, topo, list(argv))
+
+
+def launch_command(cfg: config.Config, np: int, rank_cmd: list[str]) -> list[str]:
+    """The launcher argv for ``np`` processes running ``rank_cmd``, per ``cfg.launch``."""
+    from hvdbench import launcher
+
+    if cfg.launch.launcher == "mpirun":
+        return launcher.mpirun_command(
+            np,
+            rank_cmd,
+            hosts=cfg.launch.hosts,
+            network_interface=cfg.launch.network_interface,
+            export=launcher.export_names(os.environ) if cfg.launch.hosts else (),
+            oversubscribe=np > len(os.sched_getaffinity(0)),
+            mpirun=launcher.tool_path("mpirun"),
+        )
+    return launcher.horovodrun_command(
+        np,
+        rank_cmd,
+        hosts=cfg.launch.hosts,
+        controller=cfg.launch.controller,
+        network_interface=cfg.launch.network_interface,
+        horovodrun=launcher.tool_path("horovodrun"),
+    )
+
+
+def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.config_command == "keys":
+        print(config.describe())
+        return 0
+    print(config.to_toml(config.load(args.config, overrides)), end="")
+    return 0
+
+
+def cmd_models() -> int:
+    from hvdbench.models.specs import MODEL_SPECS
+
+    print(f"{'name':<12} {'input':>11} {'classes':>7}  description")
+    for name, s in MODEL_SPECS.items():
+        shape = f"{s.image_size}x{s.image_size}x{s.channels}"
+        print(f"{name:<12} {shape:>11} {s.num_classes:>7}  {s.description}")
+    return 0
+
+
+def cmd_check_build(args: argparse.Namespace) -> int:
+    from hvdbench import buildcheck
+
+    required = [r.strip() for r in args.require.split(",") if r.strip()]
+    report = buildcheck.run_check_build()
+    missing = buildcheck.missing_features(report, required)
+    if missing:
+        raise UsageError(buildcheck.rebuild_message(missing))
+    print(f"Horovod build has: {', '.join(required)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for bad input, with a one-line message)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    try:
+        rest, overrides = config.split_overrides(argv)
+        args = _parser().parse_args(rest)
+        if overrides and args.command not in ("run", "config"):
+            raise UsageError(f"'{args.command}' takes no config overrides, got {overrides[0]}")
+        if args.command == "run":
+            return cmd_run(args, overrides, argv)
+        if args.command == "config":
+            return cmd_config(args, overrides)
+        if args.command == "models":
+            return cmd_models()
+        if args.command == "check-build":
+            return cmd_check_build(args)
+        raise UsageError(f"unknown command {args.command!r}")
+    except UsageError as e:
+        print(f"hvdbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hvdbench: interrupted", file=sys.stderr)
+        return 130

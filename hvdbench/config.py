@@ -1,0 +1,540 @@
+"""The one configuration object of a run.
+
+A run is described by nested, frozen dataclasses, one section per concern. Every field
+documents itself through ``fld(help=...)`` and carries its own bounds. Values come from
+three layers, later layers winning:
+
+    hvdbench/configs/default.toml  <  the user's TOML file  <  ``--section.key=value``
+
+The embedded ``default.toml`` sets every key, so the schema below has no defaults of its
+own and there is a single place where defaults live. ``load()`` merges the layers, coerces
+command-line strings to each field's type, validates everything once and returns a frozen
+:class:`Config` that is passed down whole.
+
+This module must not import TensorFlow: a bad config has to fail in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from hvdbench.errors import UsageError
+
+SCHEMA_VERSION = 1
+
+
+def fld(
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: bool = False,
+) -> Any:
+    """A config field: its documentation and bounds, checked by :func:`validate`."""
+    return field(
+        metadata={
+            "help": help,
+            "choices": tuple(choices) if choices is not None else None,
+            "min": min,
+            "max": max,
+            "min_exclusive": min_exclusive,
+        }
+    )
+
+
+# Names known without importing TensorFlow; the registries check they agree.
+MODEL_NAMES = (
+    "trivial",
+    "mnist_mlp",
+    "cifar10_cnn",
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "inception3",
+    "vgg16",
+    "xception",
+    "mobilenet",
+)
+MODE_NAMES = ("horovod",)
+DATA_SOURCES = ("synthetic",)
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What network is trained, and on what input shape."""
+
+    name: str = fld("Network to train (`hvdbench models` lists them).", choices=MODEL_NAMES)
+    image_size: int = fld(
+        "Input height and width in pixels. 0 takes the model's own size "
+        "(28 for MNIST, 32 for CIFAR, 224 or 299 for ImageNet networks).",
+        min=0,
+    )
+    data_format: str = fld(
+        "Tensor layout. channels_first (NCHW) is for GPUs only: TensorFlow's CPU kernels "
+        "are NHWC-only.",
+        choices=("channels_last", "channels_first"),
+    )
+    num_classes: int = fld("Output classes. 0 takes the model's own count.", min=0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training examples come from."""
+
+    source: str = fld(
+        "Input data. synthetic: random tensors generated once on the device and reused, "
+        "so that the benchmark measures training, not input.",
+        choices=DATA_SOURCES,
+    )
+    dir: str = fld("Directory of the real data set (unused for synthetic data).")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation problem and the length of the measurement."""
+
+    per_device_batch_size: int = fld(
+        "Examples per device (rank) per step. The global batch is this times the number "
+        "of compute ranks; keeping it fixed is what makes weak-scaling points comparable.",
+        min=1,
+    )
+    optimizer: str = fld("Optimizer.", choices=OPTIMIZERS)
+    learning_rate: float = fld("Learning rate.", min=0.0, min_exclusive=True)
+    momentum: float = fld(
+        "Momentum of the momentum and rmsprop optimizers (Keras and tf.compat.v1 defaults "
+        "differ, so it is always explicit).",
+        min=0.0,
+        max=1.0,
+    )
+    rho: float = fld("Decay of rmsprop's moving average of squared gradients.", min=0.0, max=1.0)
+    beta_1: float = fld("Adam's first-moment decay.", min=0.0, max=1.0)
+    beta_2: float = fld("Adam's second-moment decay.", min=0.0, max=1.0)
+    epsilon: float = fld("Epsilon of rmsprop and adam.", min=0.0, min_exclusive=True)
+    weight_decay: float = fld(
+        "L2 penalty added to the loss, weight_decay * sum(w^2)/2 over the kernels "
+        "(biases and batch-norm parameters are left out), identically in every mode.",
+        min=0.0,
+    )
+    gradient_clip_norm: float = fld(
+        "Clip the averaged gradients to this global norm. 0 disables clipping.", min=0.0
+    )
+    mixed_precision: str = fld(
+        "Keras mixed-precision policy: none (float32), float16 (with loss scaling) or bfloat16.",
+        choices=("none", "float16", "bfloat16"),
+    )
+    loss_scale: float = fld(
+        "Loss scale for float16. 0 selects dynamic loss scaling; a positive value is fixed.",
+        min=0.0,
+    )
+    jit_compile: bool = fld("Compile the forward and backward pass with XLA.")
+    num_warmup_steps: int = fld("Steps run before timing starts (not measured).", min=0)
+    num_steps: int = fld("Measured steps.", min=1)
+    display_every: int = fld("Print a progress line every this many measured steps.", min=1)
+    seed: int = fld("Random seed of the weights and the synthetic data (offset by rank).", min=0)
+
+
+@dataclass(frozen=True)
+class ModeConfig:
+    """How the work is distributed."""
+
+    name: str = fld(
+        "Distribution mode. horovod: replicated model, gradients averaged by Horovod's ring "
+        "all-reduce.",
+        choices=MODE_NAMES,
+    )
+
+
+@dataclass(frozen=True)
+class HorovodConfig:
+    """Horovod's knobs, applied through its environment variables before hvd.init()."""
+
+    fp16_allreduce: bool = fld("Compress gradients to float16 for the all-reduce.")
+    fusion_threshold_mb: float = fld(
+        "Tensor fusion buffer in MiB (HOROVOD_FUSION_THRESHOLD); 0 disables fusion.", min=0.0
+    )
+    cycle_time_ms: float = fld(
+        "Milliseconds between Horovod's background cycles (HOROVOD_CYCLE_TIME).",
+        min=0.0,
+        min_exclusive=True,
+    )
+    hierarchical_allreduce: bool = fld(
+        "Hierarchical all-reduce (HOROVOD_HIERARCHICAL_ALLREDUCE). Horovod 0.28.1 honours "
+        "it only when built with NCCL; otherwise it is recorded as off, with a warning."
+    )
+    timeline: str = fld("Write Horovod's timeline to this JSON file (HOROVOD_TIMELINE).")
+    autotune: bool = fld("Let Horovod autotune fusion and cycle time (HOROVOD_AUTOTUNE).")
+    autotune_log: str = fld("CSV log of the autotuner's trials (HOROVOD_AUTOTUNE_LOG).")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How hvdbench starts ranks when it is not already inside a launcher."""
+
+    np: int = fld(
+        "Compute ranks (workers); parameter-server tasks come on top. 0 takes the world "
+        "size of the launcher that started hvdbench (1 when started alone). Started alone "
+        "with np > 1, hvdbench launches np ranks itself through `launcher`; inside a "
+        "launcher, a nonzero np must match the world size.",
+        min=0,
+    )
+    launcher: str = fld(
+        "Launcher hvdbench uses to start ranks itself.", choices=("horovodrun", "mpirun")
+    )
+    controller: str = fld(
+        "Horovod controller under horovodrun: gloo or mpi.", choices=("gloo", "mpi")
+    )
+    hosts: str = fld(
+        "Hosts and slots, e.g. 'node1:4,node2:4'. Empty: localhost with np slots."
+    )
+    network_interface: str = fld(
+        "Network interface for Horovod and MPI traffic, e.g. eth0. Empty: let them choose."
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How each rank uses the cores and devices of its node."""
+
+    bind_cores: bool = fld(
+        "Bind each rank to its share of the node's cores (local_rank-th slice), so that "
+        "ranks on one node do not fight over cores."
+    )
+    intra_op_threads: int = fld(
+        "TensorFlow intra-op threads per rank. 0: the cores available to this rank.", min=0
+    )
+    inter_op_threads: int = fld(
+        "TensorFlow inter-op threads per rank. 0: TensorFlow's choice for that many cores.",
+        min=0,
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results go."""
+
+    dir: str = fld(
+        "Directory of the JSON result records. The chief writes one new, uniquely named "
+        "file per run, atomically."
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. Built by :func:`load`, frozen, and passed down whole."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    mode: ModeConfig
+    horovod: HorovodConfig
+    launch: LaunchConfig
+    runtime: RuntimeConfig
+    output: OutputConfig
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The config as plain TOML-able data, section by section."""
+        return dataclasses.asdict(self)
+
+
+SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
+_SECTION_CLASSES: dict[str, type] = typing.get_type_hints(Config)
+_HINTS: dict[str, dict[str, Any]] = {}
+
+
+def _section_class(name: str) -> type:
+    return _SECTION_CLASSES[name]
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field[Any]]:
+    """The fields of one config section, by name."""
+    return {f.name: f for f in dataclasses.fields(_section_class(section))}
+
+
+def field_type(section: str, key: str) -> Any:
+    """The Python type of ``section.key``."""
+    if section not in _HINTS:
+        _HINTS[section] = typing.get_type_hints(_section_class(section))
+    return _HINTS[section][key]
+
+
+def all_keys() -> list[str]:
+    """Every dotted key of the schema, in declaration order."""
+    return [f"{s}.{k}" for s in SECTIONS for k in section_fields(s)]
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def _type_name(tp: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _check_key(section: str, key: str | None = None) -> None:
+    if section not in SECTIONS:
+        hint = difflib.get_close_matches(section, SECTIONS, n=1)
+        raise UsageError(
+            f"unknown config section '{section}'"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            + f"; valid sections: {', '.join(SECTIONS)}"
+        )
+    if key is not None and key not in section_fields(section):
+        keys = list(section_fields(section))
+        hint = difflib.get_close_matches(key, keys, n=1)
+        raise UsageError(
+            f"unknown config key '{section}.{key}'"
+            + (f" (did you mean '{section}.{hint[0]}'?)" if hint else "")
+            + f"; valid keys in [{section}]: {', '.join(keys)}"
+        )
+
+
+def _from_toml_value(section: str, key: str, value: Any) -> Any:
+    """Check a value read from TOML against the field's type."""
+    tp = field_type(section, key)
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise UsageError(
+            f"{section}.{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def coerce(section: str, key: str, text: str) -> Any:
+    """Convert a command-line string to the type of ``section.key``."""
+    _check_key(section, key)
+    tp = field_type(section, key)
+    try:
+        if tp is bool:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            return int(text)
+        if tp is float:
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+            return value
+    except ValueError:
+        allowed = " (true/false)" if tp is bool else ""
+        raise UsageError(
+            f"{section}.{key}: expected {_type_name(tp)}{allowed}, got {text!r}"
+        ) from None
+    return text
+
+
+def parse_override(arg: str) -> tuple[str, str, str]:
+    """Split ``--section.key=value`` into its parts."""
+    body = arg[2:] if arg.startswith("--") else arg
+    if "=" not in body:
+        raise UsageError(f"override '{arg}' needs a value: --section.key=value")
+    dotted, text = body.split("=", 1)
+    if dotted.count(".") != 1:
+        raise UsageError(
+            f"override '{arg}' must name one key as section.key, e.g. --train.num_steps=20"
+        )
+    section, key = dotted.split(".")
+    _check_key(section, key)
+    return section, key, text
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--section.key[=value]`` overrides from the other arguments.
+
+    ``--section.key value`` is accepted too, and normalised to ``--section.key=value``.
+    """
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if "." in name:
+            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                arg = f"{arg}={argv[i + 1]}"
+                i += 1
+            overrides.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Read a config file, with a one-line error when it is missing or malformed."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file '{path}' is a directory") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file '{path}' is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file '{path}' is not UTF-8 text") from None
+
+
+def default_toml() -> dict[str, Any]:
+    """The embedded defaults, ``hvdbench/configs/default.toml``."""
+    text = resources.files("hvdbench.configs").joinpath("default.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _merge_layer(base: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+    for section, values in layer.items():
+        _check_key(section)
+        if not isinstance(values, Mapping):
+            raise UsageError(f"'{section}' in {origin} must be a table [{section}]")
+        for key, value in values.items():
+            _check_key(section, key)
+            base.setdefault(section, {})[key] = _from_toml_value(section, key, value)
+
+
+def load(path: str | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Build the validated, frozen config from defaults, an optional file and overrides."""
+    values: dict[str, dict[str, Any]] = {}
+    _merge_layer(values, default_toml(), "default.toml")
+    if path:
+        _merge_layer(values, read_toml(path), path)
+    for arg in overrides:
+        section, key, text = parse_override(arg)
+        values[section][key] = coerce(section, key, text)
+    return build(values)
+
+
+def build(values: Mapping[str, Mapping[str, Any]]) -> Config:
+    """Construct and validate a config from complete section dictionaries."""
+    sections = {}
+    for section in SECTIONS:
+        given = dict(values.get(section, {}))
+        missing = [k for k in section_fields(section) if k not in given]
+        if missing:
+            raise UsageError(f"config key '{section}.{missing[0]}' has no value")
+        sections[section] = _section_class(section)(**given)
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, **changes: Any) -> Config:
+    """A copy of ``cfg`` with dotted keys changed: ``replace(cfg, **{"launch.np": 2})``."""
+    values = cfg.to_dict()
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        _check_key(section, key)
+        values[section][key] = value
+    return build(values)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _check_field(section: str, f: dataclasses.Field[Any], value: Any) -> None:
+    meta = f.metadata
+    name = f"{section}.{f.name}"
+    if meta.get("choices") and value not in meta["choices"]:
+        raise UsageError(
+            f"{name}: {_fmt(value)} is not one of: {', '.join(map(str, meta['choices']))}"
+        )
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None:
+        if meta.get("min_exclusive") and not value > lo:
+            raise UsageError(f"{name}: must be > {lo}, got {value}")
+        if value < lo:
+            raise UsageError(f"{name}: must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise UsageError(f"{name}: must be <= {hi}, got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Check every field's bounds and the relations between fields; raise UsageError."""
+    for section in SECTIONS:
+        sec = getattr(cfg, section)
+        for f in dataclasses.fields(sec):
+            _check_field(section, f, getattr(sec, f.name))
+    from hvdbench.models.specs import MODEL_SPECS  # no TensorFlow behind it
+
+    spec = MODEL_SPECS[cfg.model.name]
+    size = cfg.model.image_size or spec.image_size
+    if size < spec.min_image_size:
+        raise UsageError(
+            f"model.image_size: {cfg.model.name} needs at least {spec.min_image_size}x"
+            f"{spec.min_image_size} pixels, got {size}"
+        )
+    if cfg.launch.hosts:
+        from hvdbench.launcher import parse_hosts
+
+        slots = sum(n for _, n in parse_hosts(cfg.launch.hosts))
+        if cfg.launch.np and slots < cfg.launch.np:
+            raise UsageError(
+                f"launch.hosts: {slots} slots in '{cfg.launch.hosts}' < launch.np({cfg.launch.np})"
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# Printing
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML that :func:`load` reads back to the same config."""
+    lines: list[str] = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def describe() -> str:
+    """Every key with its type, default and documentation, for `hvdbench config keys`."""
+    defaults = default_toml()
+    out: list[str] = []
+    for section in SECTIONS:
+        cls = _section_class(section)
+        out.append(f"[{section}]  {(cls.__doc__ or '').strip()}")
+        for name, f in section_fields(section).items():
+            tp = field_type(section, name).__name__
+            default = _toml_value(defaults[section][name])
+            out.append(f"  {section}.{name} ({tp}, default {default})")
+            out.append(f"      {f.metadata['help']}")
+        out.append("")
+    return "\n".join(out)
+

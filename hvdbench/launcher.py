@@ -1,0 +1,146 @@
+"""Launch command lines, built by pure functions, and the one thin step that runs them.
+
+Every builder returns ``list[str]`` and touches nothing, so tests assert the exact argv.
+``execute`` is the only place a launcher process is started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+from hvdbench.errors import UsageError
+
+# Environment passed to remote ranks by mpirun (-x); local ranks inherit everything.
+MPI_EXPORT_PREFIXES = ("HOROVOD_", "HVDBENCH_", "TF_", "NCCL_", "OMPI_ALLOW_")
+MPI_EXPORT_NAMES = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def parse_hosts(hosts: str) -> list[tuple[str, int]]:
+    """Parse ``'node1:4,node2:4'`` (a host without slots counts 1)."""
+    parsed: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, slots = item.partition(":")
+        if not name or (slots and not slots.isdigit()) or slots == "0":
+            raise UsageError(
+                f"launch.hosts: cannot read {item!r}; expected host[:slots], e.g. 'node1:4,node2:4'"
+            )
+        parsed.append((name, int(slots or 1)))
+    if not parsed:
+        raise UsageError("launch.hosts: no hosts given; expected e.g. 'node1:4,node2:4'")
+    return parsed
+
+
+def hosts_arg(hosts: str, np: int) -> str:
+    """The ``-H`` value: the given hosts, or localhost with ``np`` slots."""
+    if not hosts:
+        return f"localhost:{np}"
+    return ",".join(f"{h}:{n}" for h, n in parse_hosts(hosts))
+
+
+def rank_command(argv: Sequence[str], python: str = sys.executable) -> list[str]:
+    """The command each rank runs: this same hvdbench invocation, inside the launcher."""
+    return [python, "-m", "hvdbench", *argv]
+
+
+def horovodrun_command(
+    np: int,
+    command: Sequence[str],
+    *,
+    hosts: str = "",
+    controller: str = "gloo",
+    network_interface: str = "",
+    horovodrun: str = "horovodrun",
+) -> list[str]:
+    """``horovodrun -np N -H hosts --gloo|--mpi [--network-interface IF] command...``."""
+    if controller not in ("gloo", "mpi"):
+        raise UsageError(f"launch.controller: {controller!r} is not one of: gloo, mpi")
+    cmd = [horovodrun, "-np", str(np), "-H", hosts_arg(hosts, np), f"--{controller}"]
+    if network_interface:
+        cmd += ["--network-interface", network_interface]
+    return cmd + list(command)
+
+
+def mpirun_command(
+    np: int,
+    command: Sequence[str],
+    *,
+    hosts: str = "",
+    network_interface: str = "",
+    export: Sequence[str] = (),
+    oversubscribe: bool = False,
+    mpirun: str = "mpirun",
+) -> list[str]:
+    """``mpirun -np N -H hosts --bind-to none --map-by slot [-x VAR]... command...``.
+
+    Binding is left to hvdbench (each rank binds itself to its share of the node's cores,
+    under any launcher); ``--oversubscribe`` is needed for more ranks than cores.
+    """
+    cmd = [mpirun, "-np", str(np), "-H", hosts_arg(hosts, np), "--bind-to", "none", "--map-by", "slot"]
+    if oversubscribe:
+        cmd.append("--oversubscribe")
+    if network_interface:
+        cmd += ["--mca", "btl_tcp_if_include", network_interface]
+        cmd += ["--mca", "oob_tcp_if_include", network_interface]
+    for name in export:
+        cmd += ["-x", name]
+    return cmd + list(command)
+
+
+def export_names(env: Mapping[str, str]) -> list[str]:
+    """The variables mpirun forwards to remote ranks, sorted for a stable argv."""
+    return sorted(
+        n for n in env if n in MPI_EXPORT_NAMES or n.startswith(MPI_EXPORT_PREFIXES)
+    )
+
+
+def launch_env(env: Mapping[str, str], is_root: bool) -> dict[str, str]:
+    """The launcher's environment: Open MPI refuses root without its two opt-ins."""
+    out = dict(env)
+    out["HVDBENCH_LAUNCHED"] = "1"
+    if is_root:
+        out.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        out.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return out
+
+
+def tool_path(name: str) -> str:
+    """A launcher next to this Python (a virtualenv's bin), else on PATH, else the name."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which(name) or name
+
+
+def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run a launcher in its own process group; forward SIGINT/SIGTERM; leave nothing behind."""
+    try:
+        proc = subprocess.Popen(list(cmd), env=dict(env), start_new_session=True)
+    except FileNotFoundError:
+        raise UsageError(
+            f"launcher '{cmd[0]}' not found; run `make install` or put it on PATH"
+        ) from None
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,73 @@
+"""Model registry: a name maps to a function that builds a Keras model.
+
+``specs.MODEL_SPECS`` describes each model without TensorFlow; this module builds them.
+Builders take ``(input_shape, num_classes, data_format)`` and return a ``tf.keras.Model``
+whose output is logits (no softmax), so that every mode computes the same loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hvdbench.config import Config
+from hvdbench.errors import UsageError
+from hvdbench.models.specs import MODEL_SPECS, ModelSpec
+
+Builder = Callable[[tuple[int, int, int], int, str], Any]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name``, which must have a spec."""
+
+    def wrap(fn: Builder) -> Builder:
+        if name not in MODEL_SPECS:
+            raise KeyError(f"model {name!r} has no entry in MODEL_SPECS")
+        _BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _load_builders() -> None:
+    if not _BUILDERS:
+        from hvdbench.models import applications, cifar, simple  # noqa: F401
+
+
+def registered() -> list[str]:
+    """Every registered model name."""
+    _load_builders()
+    return sorted(_BUILDERS)
+
+
+def input_shape(cfg: Config) -> tuple[int, int, int]:
+    """(height, width, channels) or (channels, height, width), per ``model.data_format``."""
+    spec = MODEL_SPECS[cfg.model.name]
+    size = cfg.model.image_size or spec.image_size
+    if cfg.model.data_format == "channels_first":
+        return (spec.channels, size, size)
+    return (size, size, spec.channels)
+
+
+def num_classes(cfg: Config) -> int:
+    return cfg.model.num_classes or MODEL_SPECS[cfg.model.name].num_classes
+
+
+def spec(name: str) -> ModelSpec:
+    return MODEL_SPECS[name]
+
+
+def build(cfg: Config) -> Any:
+    """Build the configured model (its variables are created, so it can be broadcast)."""
+    _load_builders()
+    name = cfg.model.name
+    if name not in _BUILDERS:
+        raise UsageError(f"model.name: {name!r} is not one of: {', '.join(sorted(_BUILDERS))}")
+    import tensorflow as tf
+
+    tf.keras.backend.set_image_data_format(cfg.model.data_format)
+    shape = input_shape(cfg)
+    model = _BUILDERS[name](shape, num_classes(cfg), cfg.model.data_format)
+    model.build((None, *shape))
+    return model

@@ -1,0 +1,107 @@
+"""Mode registry: ``mode.name`` selects how the work is distributed.
+
+Each mode implements the small :class:`Mode` interface. The benchmark loop and the metrics
+only talk to that interface and never branch on the mode, so a new mode is one module and
+one ``@register`` line. Mode classes import TensorFlow lazily, inside their methods, so the
+registry can be consulted while validating a config.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from hvdbench.config import MODE_NAMES, Config
+from hvdbench.errors import UsageError
+from hvdbench.topology import Topology
+
+_MODES: dict[str, type[Mode]] = {}
+
+
+class Mode(abc.ABC):
+    """One way of distributing training. Lifecycle: setup, build, initialize, step..., shutdown."""
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: Config, topo: Topology) -> None:
+        self.cfg = cfg
+        self.topo = topo
+
+    @staticmethod
+    def world_size(num_workers: int) -> int:
+        """Processes a job of ``num_workers`` compute ranks needs (parameter servers add more)."""
+        return num_workers
+
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Join the job: initialise the communication library or start servers."""
+
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Build the model, the optimizer and its state, the input and the training step."""
+
+    @abc.abstractmethod
+    def initialize(self) -> None:
+        """Give every compute rank the same starting point (broadcast, or chief init)."""
+
+    @abc.abstractmethod
+    def step(self) -> float:
+        """Run one training step to completion and return this rank's loss."""
+
+    @abc.abstractmethod
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Collect one object from every compute rank, in rank order, on the chief at least."""
+
+    @property
+    @abc.abstractmethod
+    def worker_index(self) -> int:
+        """This compute rank's index among the workers (0 is the chief)."""
+
+    @property
+    @abc.abstractmethod
+    def num_workers(self) -> int:
+        """Number of compute ranks."""
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief (worker 0) writes every result."""
+        return self.worker_index == 0
+
+    def details(self) -> dict[str, Any]:
+        """Mode-specific facts for the result record (settings in effect, versions)."""
+        return {}
+
+    def shutdown(self) -> None:
+        """Leave the job cleanly."""
+
+
+def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
+    """Register a mode class under ``name``, which the config schema must list."""
+
+    def wrap(cls: type[Mode]) -> type[Mode]:
+        if name not in MODE_NAMES:
+            raise KeyError(f"mode {name!r} is missing from config.MODE_NAMES")
+        cls.name = name
+        _MODES[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load() -> None:
+    if not _MODES:
+        from hvdbench.modes import horovod  # noqa: F401
+
+
+def registered() -> list[str]:
+    _load()
+    return sorted(_MODES)
+
+
+def get(name: str) -> type[Mode]:
+    """The mode class registered as ``name``."""
+    _load()
+    if name not in _MODES:
+        raise UsageError(f"mode.name: {name!r} is not registered; registered: {', '.join(sorted(_MODES))}")
+    return _MODES[name]

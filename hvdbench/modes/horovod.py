@@ -1,0 +1,181 @@
+"""Replicated training with Horovod: every rank holds the model, gradients are averaged by
+ring all-reduce (NCCL on GPUs, MPI or Gloo on CPUs), and rank 0 broadcasts the start."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from hvdbench.config import Config, HorovodConfig
+from hvdbench.errors import UsageError
+from hvdbench.modes import Mode, register
+
+MIB = 1024 * 1024
+
+
+def knob_env(h: HorovodConfig, nccl_built: bool) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+    """Horovod's environment for the config's knobs, the values in effect, and warnings.
+
+    Horovod 0.28.1 ignores HOROVOD_HIERARCHICAL_ALLREDUCE unless it was built with NCCL,
+    so the record says off in that case instead of repeating what was asked.
+    """
+    warnings: list[str] = []
+    hierarchical = h.hierarchical_allreduce
+    if hierarchical and not nccl_built:
+        warnings.append(
+            "horovod.hierarchical_allreduce=true has no effect: this Horovod was built without "
+            "NCCL; recorded as off"
+        )
+        hierarchical = False
+    env = {
+        "HOROVOD_FUSION_THRESHOLD": str(int(h.fusion_threshold_mb * MIB)),
+        "HOROVOD_CYCLE_TIME": repr(h.cycle_time_ms),
+        "HOROVOD_HIERARCHICAL_ALLREDUCE": "1" if hierarchical else "0",
+        "HOROVOD_AUTOTUNE": "1" if h.autotune else "0",
+    }
+    if h.timeline:
+        env["HOROVOD_TIMELINE"] = h.timeline
+    if h.autotune and h.autotune_log:
+        env["HOROVOD_AUTOTUNE_LOG"] = h.autotune_log
+    effective = {
+        "fp16_allreduce": h.fp16_allreduce,
+        "fusion_threshold_bytes": int(h.fusion_threshold_mb * MIB),
+        "cycle_time_ms": h.cycle_time_ms,
+        "hierarchical_allreduce": hierarchical,
+        "timeline": h.timeline or None,
+        "autotune": h.autotune,
+        "autotune_log": (h.autotune_log or None) if h.autotune else None,
+    }
+    return env, effective, warnings
+
+
+def _nccl_built_without_init() -> bool:
+    import horovod.tensorflow as hvd
+
+    return bool(hvd.nccl_built())
+
+
+@register("horovod")
+class HorovodMode(Mode):
+    """``hvd.DistributedGradientTape`` inside a ``tf.function`` step."""
+
+    def setup(self) -> None:
+        try:
+            import horovod.tensorflow as hvd
+        except ImportError as e:
+            raise UsageError(
+                f"mode.name: horovod needs Horovod with TensorFlow support ({e}); run `make install`"
+            ) from None
+        env, self.knobs, warnings = knob_env(self.cfg.horovod, _nccl_built_without_init())
+        os.environ.update(env)  # read by hvd.init()
+        for w in warnings:
+            if self.topo.rank == 0:
+                print(f"hvdbench: warning: {w}", file=sys.stderr, flush=True)
+        hvd.init()
+        self.hvd = hvd
+
+    @property
+    def worker_index(self) -> int:
+        return int(self.hvd.rank())
+
+    @property
+    def num_workers(self) -> int:
+        return int(self.hvd.size())
+
+    def build(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import models, training
+        from hvdbench.data import make_input
+
+        cfg = self.cfg
+        training.set_precision_policy(cfg)
+        tf.keras.utils.set_random_seed(cfg.train.seed)  # same initial weights, before broadcast
+        self.model = models.build(cfg)
+        self.optimizer = training.make_optimizer(cfg.train)
+        variables = self.model.trainable_variables
+        training.build_optimizer_state(self.optimizer, variables)
+        self.next_batch = make_input(
+            cfg, models.input_shape(cfg), models.num_classes(cfg), self.worker_index
+        )
+        self._step = self._make_step(variables)
+
+    def _make_step(self, variables: list[Any]) -> Any:
+        import tensorflow as tf
+
+        from hvdbench import training
+
+        hvd, cfg, model, opt = self.hvd, self.cfg, self.model, self.optimizer
+        compression = hvd.Compression.fp16 if cfg.horovod.fp16_allreduce else hvd.Compression.none
+        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+
+        def apply(grads: list[Any]) -> None:
+            grads = training.clip(training.unscale(opt, grads), clip_norm)
+            opt.apply_gradients(zip(grads, variables))
+
+        if not cfg.train.jit_compile:
+
+            @tf.function
+            def step(images: Any, labels: Any) -> Any:
+                with tf.GradientTape() as tape:
+                    loss = training.loss_fn(model, images, labels, wd)
+                    scaled = training.scale_loss(opt, loss)
+                tape = hvd.DistributedGradientTape(tape, compression=compression, op=hvd.Average)
+                apply(tape.gradient(scaled, variables))
+                return loss
+
+            return step
+
+        # Horovod's ops are not XLA ops: compile the local forward and backward pass, and
+        # average outside the compiled function.
+        @tf.function(jit_compile=True)
+        def local_gradients(images: Any, labels: Any) -> Any:
+            with tf.GradientTape() as tape:
+                loss = training.loss_fn(model, images, labels, wd)
+                scaled = training.scale_loss(opt, loss)
+            return loss, tape.gradient(scaled, variables)
+
+        @tf.function
+        def jit_step(images: Any, labels: Any) -> Any:
+            loss, grads = local_gradients(images, labels)
+            apply(hvd.grouped_allreduce(grads, op=hvd.Average, compression=compression))
+            return loss
+
+        return jit_step
+
+    def initialize(self) -> None:
+        from hvdbench import training
+
+        self.hvd.broadcast_variables(self.model.variables, root_rank=0)
+        self.hvd.broadcast_variables(training.optimizer_variables(self.optimizer), root_rank=0)
+
+    def step(self) -> float:
+        images, labels = self.next_batch()
+        return float(self._step(images, labels))
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        return list(self.hvd.allgather_object(obj))
+
+    def details(self) -> dict[str, Any]:
+        hvd = self.hvd
+        return {
+            "controller": "gloo" if hvd.gloo_enabled() else "mpi" if hvd.mpi_enabled() else None,
+            "built": {
+                "mpi": bool(hvd.mpi_built()),
+                "gloo": bool(hvd.gloo_built()),
+                "nccl": bool(hvd.nccl_built()),
+            },
+            "knobs": self.knobs,
+            "horovod_version": _version(),
+        }
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()
+
+
+def _version() -> str:
+    import horovod
+
+    return str(horovod.__version__)
+
