@@ -23,7 +23,7 @@ def check_world_size(cfg: Config, topo: Topology) -> None:
     """A nonzero ``launch.np`` must match what the launcher started."""
     if not cfg.launch.np or not topo.launched:
         return
-    expected = modes.get(cfg.mode.name).world_size(cfg.launch.np)
+    expected = modes.get(cfg.mode.name).world_size(cfg)
     if topo.size != expected:
         raise UsageError(
             f"launch.np: the launcher started {topo.size} processes but mode "

@@ -47,7 +47,9 @@ def run_check_build(horovodrun: str | None = None) -> dict[str, bool]:
     try:
         out = subprocess.run([exe, "--check-build"], capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
-        raise UsageError(f"'{exe}' not found: Horovod is not installed; run `make install`") from None
+        raise UsageError(
+            f"'{exe}' not found: Horovod is not installed; run `make install`"
+        ) from None
     if out.returncode != 0:
         raise UsageError(f"'{exe} --check-build' failed with exit code {out.returncode}")
     return parse_check_build(out.stdout)

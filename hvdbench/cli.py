@@ -42,9 +42,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="hvdbench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="hvdbench",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"hvdbench {__import__('hvdbench').__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"hvdbench {__import__('hvdbench').__version__}"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -69,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the models and their native input sizes")
 
     cb = sub.add_parser(
-        "check-build", help="check that Horovod was built with the frameworks and controllers needed"
+        "check-build",
+        help="check that Horovod was built with the frameworks and controllers needed",
     )
     cb.add_argument(
         "--require",
@@ -94,7 +99,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     if not inner and cfg.launch.np > 1:
         from hvdbench import modes
 
-        np = modes.get(cfg.mode.name).world_size(cfg.launch.np)
+        np = modes.get(cfg.mode.name).world_size(cfg)
         rank_argv = [a for a in argv if a != "--dry-run"]
         cmd = launch_command(cfg, np, launcher.rank_command(rank_argv))
         if args.dry_run:

@@ -195,9 +195,7 @@ class LaunchConfig:
     controller: str = fld(
         "Horovod controller under horovodrun: gloo or mpi.", choices=("gloo", "mpi")
     )
-    hosts: str = fld(
-        "Hosts and slots, e.g. 'node1:4,node2:4'. Empty: localhost with np slots."
-    )
+    hosts: str = fld("Hosts and slots, e.g. 'node1:4,node2:4'. Empty: localhost with np slots.")
     network_interface: str = fld(
         "Network interface for Horovod and MPI traffic, e.g. eth0. Empty: let them choose."
     )
@@ -537,4 +535,3 @@ def describe() -> str:
             out.append(f"      {f.metadata['help']}")
         out.append("")
     return "\n".join(out)
-

@@ -83,7 +83,17 @@ def mpirun_command(
     Binding is left to hvdbench (each rank binds itself to its share of the node's cores,
     under any launcher); ``--oversubscribe`` is needed for more ranks than cores.
     """
-    cmd = [mpirun, "-np", str(np), "-H", hosts_arg(hosts, np), "--bind-to", "none", "--map-by", "slot"]
+    cmd = [
+        mpirun,
+        "-np",
+        str(np),
+        "-H",
+        hosts_arg(hosts, np),
+        "--bind-to",
+        "none",
+        "--map-by",
+        "slot",
+    ]
     if oversubscribe:
         cmd.append("--oversubscribe")
     if network_interface:
@@ -96,9 +106,7 @@ def mpirun_command(
 
 def export_names(env: Mapping[str, str]) -> list[str]:
     """The variables mpirun forwards to remote ranks, sorted for a stable argv."""
-    return sorted(
-        n for n in env if n in MPI_EXPORT_NAMES or n.startswith(MPI_EXPORT_PREFIXES)
-    )
+    return sorted(n for n in env if n in MPI_EXPORT_NAMES or n.startswith(MPI_EXPORT_PREFIXES))
 
 
 def launch_env(env: Mapping[str, str], is_root: bool) -> dict[str, str]:

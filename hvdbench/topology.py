@@ -108,7 +108,12 @@ def detect(env: Mapping[str, str], hostname: str | None = None) -> Topology:
         local_rank = _int(env, "HOROVOD_LOCAL_RANK")
         local_size = _int(env, "HOROVOD_LOCAL_SIZE")
         return Topology(
-            rank, size, local_rank if local_rank is not None else 0, local_size or 1, "horovod", host
+            rank,
+            size,
+            local_rank if local_rank is not None else 0,
+            local_size or 1,
+            "horovod",
+            host,
         )
 
     rank, size = _int(env, "OMPI_COMM_WORLD_RANK"), _int(env, "OMPI_COMM_WORLD_SIZE")
@@ -123,7 +128,9 @@ def detect(env: Mapping[str, str], hostname: str | None = None) -> Topology:
         )
 
     rank = _int(env, "PMIX_RANK", "PMI_RANK")
-    size = _int(env, "PMI_SIZE") or (_int(env, "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS") if srun else None)
+    size = _int(env, "PMI_SIZE") or (
+        _int(env, "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS") if srun else None
+    )
     if rank is not None and size is not None:
         return Topology(rank, size, slurm_local or 0, slurm_local_size or 1, "pmix", host)
 

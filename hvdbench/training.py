@@ -98,4 +98,3 @@ def clip(grads: list[tf.Tensor], norm: float) -> list[tf.Tensor]:
     if norm > 0:
         grads, _ = tf.clip_by_global_norm(grads, norm)
     return list(grads)
-

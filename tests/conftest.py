@@ -83,9 +83,13 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def hvdbench(*args: str, timeout: float = 120, env: Mapping[str, str] | None = None, cwd=None) -> Result:
+def hvdbench(
+    *args: str, timeout: float = 120, env: Mapping[str, str] | None = None, cwd=None
+) -> Result:
     """Run ``python -m hvdbench ARGS`` as a user would."""
-    return run([sys.executable, "-m", "hvdbench", *args], timeout=timeout, env=env or base_env(), cwd=cwd)
+    return run(
+        [sys.executable, "-m", "hvdbench", *args], timeout=timeout, env=env or base_env(), cwd=cwd
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from hvdbench.config import Config
 Batch = tuple[Any, Any]
 
 
-def make_input(cfg: Config, shape: tuple[int, int, int], classes: int, rank: int) -> Callable[[], Batch]:
+def make_input(
+    cfg: Config, shape: tuple[int, int, int], classes: int, rank: int
+) -> Callable[[], Batch]:
     """A function returning the next (images, labels) batch of this rank's shard."""
     if cfg.data.source == "synthetic":
         from hvdbench.data.synthetic import synthetic_input

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 
 from hvdbench.models import register
@@ -22,10 +24,14 @@ def cifar10_cnn(shape: tuple[int, int, int], classes: int, data_format: str) -> 
         return tf.nn.local_response_normalization(x, 4, 1.0, 0.001 / 9.0, 0.75)
 
     inputs = tf.keras.Input(shape)
-    x = layers.Conv2D(64, 5, padding="same", activation="relu", data_format=data_format, name="conv1")(inputs)
+    x = layers.Conv2D(
+        64, 5, padding="same", activation="relu", data_format=data_format, name="conv1"
+    )(inputs)
     x = layers.MaxPool2D(3, 2, padding="same", data_format=data_format, name="pool1")(x)
     x = layers.Lambda(lrn, name="norm1")(x)
-    x = layers.Conv2D(64, 5, padding="same", activation="relu", data_format=data_format, name="conv2")(x)
+    x = layers.Conv2D(
+        64, 5, padding="same", activation="relu", data_format=data_format, name="conv2"
+    )(x)
     x = layers.Lambda(lrn, name="norm2")(x)
     x = layers.MaxPool2D(3, 2, padding="same", data_format=data_format, name="pool2")(x)
     x = layers.Flatten()(x)
@@ -35,18 +41,26 @@ def cifar10_cnn(shape: tuple[int, int, int], classes: int, data_format: str) -> 
     return tf.keras.Model(inputs, outputs, name="cifar10_cnn")
 
 
-def _cifar_resnet(depth: int, shape: tuple[int, int, int], classes: int, data_format: str) -> tf.keras.Model:
+def _cifar_resnet(
+    depth: int, shape: tuple[int, int, int], classes: int, data_format: str
+) -> tf.keras.Model:
     """ResNet v1 for CIFAR: 3 stages of (depth-2)/6 basic blocks, 16-32-64 filters."""
     blocks = (depth - 2) // 6
     axis = 1 if data_format == "channels_first" else 3
 
-    def conv(filters: int, stride: int, name: str) -> layers.Layer:
+    def conv(filters: int, stride: int, name: str) -> Any:
         return layers.Conv2D(
-            filters, 3, stride, padding="same", use_bias=False, data_format=data_format,
-            kernel_initializer="he_normal", name=name,
+            filters,
+            3,
+            stride,
+            padding="same",
+            use_bias=False,
+            data_format=data_format,
+            kernel_initializer="he_normal",
+            name=name,
         )
 
-    def bn(name: str) -> layers.Layer:
+    def bn(name: str) -> Any:
         return layers.BatchNormalization(axis=axis, momentum=0.9, epsilon=1e-5, name=name)
 
     inputs = tf.keras.Input(shape)
@@ -59,8 +73,14 @@ def _cifar_resnet(depth: int, shape: tuple[int, int, int], classes: int, data_fo
             y = bn(f"{name}_bn2")(conv(filters, 1, f"{name}_conv2")(y))
             if stride != 1 or x.shape[axis] != filters:
                 x = bn(f"{name}_bnsc")(
-                    layers.Conv2D(filters, 1, stride, use_bias=False, data_format=data_format,
-                                  name=f"{name}_convsc")(x)
+                    layers.Conv2D(
+                        filters,
+                        1,
+                        stride,
+                        use_bias=False,
+                        data_format=data_format,
+                        name=f"{name}_convsc",
+                    )(x)
                 )
             x = layers.ReLU()(layers.Add()([x, y]))
     x = layers.GlobalAveragePooling2D(data_format=data_format)(x)

@@ -23,10 +23,18 @@ class ModelSpec:
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "trivial": ModelSpec(32, 3, 10, 1, False, "flatten, 1-unit dense, classifier: near-zero compute"),
-    "mnist_mlp": ModelSpec(28, 1, 10, 1, False, "784-100-10 MLP of the classic distributed MNIST example"),
-    "cifar10_cnn": ModelSpec(32, 3, 10, 8, False, "TensorFlow CIFAR-10 tutorial network (conv-pool-LRN x2, 384, 192)"),
-    "resnet20": ModelSpec(32, 3, 10, 8, True, "CIFAR ResNet-20 (He et al. 2016, 3x3 blocks, 16-32-64 filters)"),
+    "trivial": ModelSpec(
+        32, 3, 10, 1, False, "flatten, 1-unit dense, classifier: near-zero compute"
+    ),
+    "mnist_mlp": ModelSpec(
+        28, 1, 10, 1, False, "784-100-10 MLP of the classic distributed MNIST example"
+    ),
+    "cifar10_cnn": ModelSpec(
+        32, 3, 10, 8, False, "TensorFlow CIFAR-10 tutorial network (conv-pool-LRN x2, 384, 192)"
+    ),
+    "resnet20": ModelSpec(
+        32, 3, 10, 8, True, "CIFAR ResNet-20 (He et al. 2016, 3x3 blocks, 16-32-64 filters)"
+    ),
     "resnet32": ModelSpec(32, 3, 10, 8, True, "CIFAR ResNet-32"),
     "resnet56": ModelSpec(32, 3, 10, 8, True, "CIFAR ResNet-56"),
     "resnet50": ModelSpec(224, 3, 1000, 32, True, "ResNet-50 (tf.keras.applications)"),

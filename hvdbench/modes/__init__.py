@@ -29,9 +29,9 @@ class Mode(abc.ABC):
         self.topo = topo
 
     @staticmethod
-    def world_size(num_workers: int) -> int:
-        """Processes a job of ``num_workers`` compute ranks needs (parameter servers add more)."""
-        return num_workers
+    def world_size(cfg: Config) -> int:
+        """Processes the job needs for ``cfg.launch.np`` compute ranks (ps tasks add more)."""
+        return cfg.launch.np
 
     @abc.abstractmethod
     def setup(self) -> None:
@@ -53,6 +53,11 @@ class Mode(abc.ABC):
     def gather(self, obj: Any) -> list[Any] | None:
         """Collect one object from every compute rank, in rank order, on the chief at least."""
 
+    @abc.abstractmethod
+    def any_rank(self, flag: bool) -> bool:
+        """True on every compute rank if ``flag`` is true on any. A collective: every
+        compute rank calls it at the same step, which is how ranks agree on a stop step."""
+
     @property
     @abc.abstractmethod
     def worker_index(self) -> int:
@@ -72,7 +77,7 @@ class Mode(abc.ABC):
         """Mode-specific facts for the result record (settings in effect, versions)."""
         return {}
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Leave the job cleanly."""
 
 
@@ -103,5 +108,7 @@ def get(name: str) -> type[Mode]:
     """The mode class registered as ``name``."""
     _load()
     if name not in _MODES:
-        raise UsageError(f"mode.name: {name!r} is not registered; registered: {', '.join(sorted(_MODES))}")
+        raise UsageError(
+            f"mode.name: {name!r} is not registered; registered: {', '.join(sorted(_MODES))}"
+        )
     return _MODES[name]

@@ -7,14 +7,16 @@ import os
 import sys
 from typing import Any
 
-from hvdbench.config import Config, HorovodConfig
+from hvdbench.config import HorovodConfig
 from hvdbench.errors import UsageError
 from hvdbench.modes import Mode, register
 
 MIB = 1024 * 1024
 
 
-def knob_env(h: HorovodConfig, nccl_built: bool) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+def knob_env(
+    h: HorovodConfig, nccl_built: bool
+) -> tuple[dict[str, str], dict[str, Any], list[str]]:
     """Horovod's environment for the config's knobs, the values in effect, and warnings.
 
     Horovod 0.28.1 ignores HOROVOD_HIERARCHICAL_ALLREDUCE unless it was built with NCCL,
@@ -157,6 +159,12 @@ class HorovodMode(Mode):
     def gather(self, obj: Any) -> list[Any] | None:
         return list(self.hvd.allgather_object(obj))
 
+    def any_rank(self, flag: bool) -> bool:
+        import tensorflow as tf
+
+        value = self.hvd.allreduce(tf.constant(1 if flag else 0, tf.int32), op=self.hvd.Max)
+        return bool(int(value) > 0)
+
     def details(self) -> dict[str, Any]:
         hvd = self.hvd
         return {
@@ -178,4 +186,3 @@ def _version() -> str:
     import horovod
 
     return str(horovod.__version__)
-
