@@ -63,6 +63,7 @@ def versions() -> dict[str, Any]:
     build = tf.sysconfig.get_build_info()
     return {
         "hvdbench": __import__("hvdbench").__version__,
+        "horovod": _installed("horovod"),
         "python": record.python_version(),
         "tensorflow": tf.__version__,
         "mpi": record.mpi_version(),
@@ -70,6 +71,15 @@ def versions() -> dict[str, Any]:
         "cudnn": build.get("cudnn_version"),
         "platform": platform.platform(),
     }
+
+
+def _installed(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:

@@ -174,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     try:
         rest, overrides = config.split_overrides(argv)
-        args = _parser().parse_args(rest)
+        try:
+            args = _parser().parse_args(rest)
+        except SystemExit as e:  # --help, --version, or argparse's one-line error
+            return e.code if isinstance(e.code, int) else 2
         if overrides and args.command not in ("run", "config"):
             raise UsageError(f"'{args.command}' takes no config overrides, got {overrides[0]}")
         if args.command == "run":

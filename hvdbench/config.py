@@ -110,7 +110,11 @@ class TrainConfig:
         "of compute ranks; keeping it fixed is what makes weak-scaling points comparable.",
         min=1,
     )
-    optimizer: str = fld("Optimizer.", choices=OPTIMIZERS)
+    optimizer: str = fld(
+        "Optimizer: sgd (plain), momentum (SGD with train.momentum), rmsprop (train.rho, "
+        "train.momentum, train.epsilon) or adam (train.beta_1, train.beta_2, train.epsilon).",
+        choices=OPTIMIZERS,
+    )
     learning_rate: float = fld("Learning rate.", min=0.0, min_exclusive=True)
     momentum: float = fld(
         "Momentum of the momentum and rmsprop optimizers (Keras and tf.compat.v1 defaults "
@@ -140,7 +144,7 @@ class TrainConfig:
     )
     jit_compile: bool = fld("Compile the forward and backward pass with XLA.")
     num_warmup_steps: int = fld("Steps run before timing starts (not measured).", min=0)
-    num_steps: int = fld("Measured steps.", min=1)
+    num_steps: int = fld("Measured (timed) steps after the warm-up.", min=1)
     display_every: int = fld("Print a progress line every this many measured steps.", min=1)
     seed: int = fld("Random seed of the weights and the synthetic data (offset by rank).", min=0)
 

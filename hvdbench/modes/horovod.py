@@ -173,6 +173,7 @@ class HorovodMode(Mode):
                 "mpi": bool(hvd.mpi_built()),
                 "gloo": bool(hvd.gloo_built()),
                 "nccl": bool(hvd.nccl_built()),
+                "nccl_version": int(hvd.nccl_built()) or None,
             },
             "knobs": self.knobs,
             "horovod_version": _version(),

@@ -1,0 +1,53 @@
+"""Result records: atomic, uniquely named, never a partial file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from hvdbench import record
+
+
+def test_write_atomic_leaves_only_the_whole_file(tmp_path):
+    path = record.write_atomic(tmp_path / "sub" / "r.json", {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path / "sub") == ["r.json"]
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    path = record.write_atomic(tmp_path / "r.json", {"v": 1})
+
+    class Unserialisable:
+        def __repr__(self) -> str:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        record.write_atomic(path, {"v": Unserialisable()})
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_record_names_are_unique_and_sortable():
+    a = record.record_name("horovod", "resnet20", 2, when=0)
+    b = record.record_name("horovod", "resnet20", 2, when=0)
+    assert a != b and a.startswith("19700101T000000-horovod-resnet20-n2-") and a.endswith(".json")
+
+
+def test_captured_env_filters_prefixes():
+    env = {
+        "HOROVOD_X": "1",
+        "OMPI_Y": "2",
+        "HOME": "/root",
+        "SLURM_JOB_ID": "3",
+        "TF_Z": "4",
+        "NCCL_W": "5",
+    }
+    assert list(record.captured_env(env)) == [
+        "HOROVOD_X",
+        "NCCL_W",
+        "OMPI_Y",
+        "SLURM_JOB_ID",
+        "TF_Z",
+    ]
