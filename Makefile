@@ -49,6 +49,7 @@ STAMP_SYS := $(VENV)/.stamp-system
 STAMP_DEPS := $(VENV)/.stamp-deps-$(FLAVOR)
 STAMP_HVD := $(VENV)/.stamp-horovod-$(FLAVOR)
 STAMP_PKG := $(VENV)/.stamp-hvdbench
+STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)
 
 .PHONY: help install install-slurm bench test test-unit test-distributed test-slurm lint clean
 
@@ -58,8 +59,12 @@ help:
 	@echo "make test         install, then all test tiers (each tier's time is printed)"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 
-install: $(STAMP_PKG)
-	@$(VENV)/bin/hvdbench check-build --require $(REQUIRED_FEATURES)
+install: $(STAMP_CHECK)
+
+# Fails loudly unless `horovodrun --check-build` lists every required feature.
+$(STAMP_CHECK): $(STAMP_PKG)
+	$(VENV)/bin/hvdbench check-build --require $(REQUIRED_FEATURES)
+	@touch $@
 
 $(STAMP_SYS):
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
