@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from hvdbench import metrics, modes, record, runtime
+from hvdbench import metrics, modes, record, runtime, watchdog
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.topology import Topology
@@ -89,59 +90,220 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, cores)
     rank_info.update(
-        rank=topo.rank, host=topo.hostname, local_rank=topo.local_rank, local_size=topo.local_size
+        rank=topo.rank,
+        host=topo.hostname,
+        local_rank=topo.local_rank,
+        local_size=topo.local_size,
+        pid=os.getpid(),
     )
 
+    signal.signal(signal.SIGTERM, _raise_terminated)
     mode = modes.get(cfg.mode.name)(cfg, topo)
     mode.setup()
+    dog: watchdog.Watchdog | None = None
     try:
         mode.build()
         mode.initialize()
-        for line in banner(cfg, mode, rank_info):
-            _say(mode, line)
+        rank_info["worker"] = mode.worker_index
+        progress = watchdog.Progress()
+        run = Run(cfg, mode, argv)
+        dog = watchdog.Watchdog(
+            mode.worker_index,
+            topo.hostname,
+            interval=cfg.fault.heartbeat_interval_s,
+            timeout=cfg.fault.heartbeat_timeout_s,
+            step_deadline=cfg.fault.step_deadline_s,
+            on_abort=run.abort,
+            progress=progress,
+        )
+        port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
+        infos = mode.gather({"rank": rank_info, "port": port})
+        if mode.is_chief:
+            assert infos is not None
+            run.start([i["rank"] for i in infos])
+            for line in banner(cfg, mode, rank_info):
+                print(line, flush=True)
+        if cfg.fault.watchdog and mode.num_workers > 1:
+            peers = None
+            if mode.is_chief:
+                assert infos is not None
+                peers = [
+                    {
+                        "rank": i["rank"]["worker"],
+                        "host": i["rank"]["host"],
+                        "addr": watchdog.advertised_address(i["rank"]["host"], topo.hostname),
+                        "port": i["port"],
+                    }
+                    for i in infos
+                    if i["rank"]["worker"] != mode.worker_index
+                ]
+            dog.start(peers)
+            run.peers = dog.peers
 
-        for _ in range(cfg.train.num_warmup_steps):
-            mode.step()
-        _say(mode, "Done warm up")
-        _say(mode, metrics.progress_header())
-
-        batch = cfg.train.per_device_batch_size
-        times: list[float] = []
-        losses: list[float] = []
-        start = time.perf_counter()
-        for i in range(1, cfg.train.num_steps + 1):
-            t0 = time.perf_counter()
-            loss = mode.step()
-            times.append(time.perf_counter() - t0)
-            losses.append(loss)
-            if metrics.should_display(i, cfg.train.display_every):
-                _say(mode, metrics.progress_line(i, batch, times, loss))
-        measured = time.perf_counter() - start
+        try:
+            measured = _measure(cfg, mode, run, progress)
+        except Exception as e:  # a collective failed, or SIGTERM (Terminated) arrived
+            _fail(run, dog, e)
 
         mine = metrics.RankMeasurement(
-            mode.worker_index, topo.hostname, batch, tuple(times), measured
+            mode.worker_index,
+            topo.hostname,
+            cfg.train.per_device_batch_size,
+            tuple(run.times),
+            measured,
         )
-        gathered = mode.gather({"measurement": mine.to_dict(), "rank": rank_info})
+        gathered = mode.gather(mine.to_dict())
+        dog.stop()
         if mode.is_chief:
             assert gathered is not None
-            ranks = [
-                metrics.RankMeasurement(
-                    g["measurement"]["rank"],
-                    g["measurement"]["host"],
-                    g["measurement"]["batch_size"],
-                    tuple(g["measurement"]["step_times"]),
-                    g["measurement"]["measured_seconds"],
-                )
-                for g in gathered
-            ]
+            ranks = [metrics.RankMeasurement.from_dict(g) for g in gathered]
             totals = metrics.aggregate(ranks)
             for line in metrics.summary_lines(totals):
                 print(line, flush=True)
-            path = write_record(cfg, mode, argv, gathered, totals, losses)
+            path = run.save_complete(gathered, totals)
             print(f"hvdbench: record written to {path}", flush=True)
     finally:
+        if dog is not None:
+            dog.stop()
         mode.shutdown()
     return 0
+
+
+def _measure(cfg: Config, mode: modes.Mode, run: Run, progress: watchdog.Progress) -> float:
+    """Warm up, then time each measured step; returns the measured wall time."""
+    for _ in range(cfg.train.num_warmup_steps):
+        mode.step()
+    _say(mode, "Done warm up")
+    _say(mode, metrics.progress_header())
+
+    batch = cfg.train.per_device_batch_size
+    start = time.perf_counter()
+    for i in range(1, cfg.train.num_steps + 1):
+        progress.begin(i)
+        t0 = time.perf_counter()
+        loss = mode.step()
+        run.times.append(time.perf_counter() - t0)
+        progress.end()
+        run.losses.append(loss)
+        if metrics.should_display(i, cfg.train.display_every) and mode.is_chief:
+            print(metrics.progress_line(i, batch, run.times, loss), flush=True)
+            run.save_partial(time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+class Terminated(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT, between two Python statements."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _fail(run: Run, dog: watchdog.Watchdog | None, error: BaseException) -> NoReturn:
+    """A step raised: a peer died, or a launcher is stopping the job. Give the watchdog the
+    chance to name the lost rank (it ends the process when it does); otherwise record the
+    error here. The process is in no state for an orderly shutdown, so it exits at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a launcher's SIGTERM must not cut the save
+    if dog is not None and dog.running:
+        dog.wait_for_verdict()
+    text = str(error).strip().splitlines()
+    message = f"{type(error).__name__}: {text[0] if text else ''}"
+    code = 128 + error.signum if isinstance(error, Terminated) else watchdog.EXIT_FAULT
+    try:
+        run.abort(message)
+    finally:
+        print(
+            f"hvdbench: error: worker {run.mode.worker_index} stopped: {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(code)
+
+
+class Run:
+    """The chief's view of the run, and its one record file, rewritten atomically as the run
+    goes: ``incomplete`` every display interval and on abort, ``complete`` at the end. A rank
+    that dies cannot take the measurements with it."""
+
+    def __init__(self, cfg: Config, mode: modes.Mode, argv: list[str]) -> None:
+        self.cfg, self.mode, self.argv = cfg, mode, argv
+        self.times: list[float] = []
+        self.losses: list[float] = []
+        self.path: Path | None = None
+        self.base: dict[str, Any] = {}
+        self.peers: list[watchdog.Peer] = []
+        self.started = time.perf_counter()
+
+    def start(self, rank_infos: list[dict[str, Any]]) -> None:
+        cfg = self.cfg
+        self.base = {
+            "schema_version": record.RECORD_SCHEMA_VERSION,
+            "status": "incomplete",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "mode": cfg.mode.name,
+            "model": cfg.model.name,
+            "config": cfg.to_dict(),
+            "command_line": [sys.executable, "-m", "hvdbench", *self.argv],
+            "git_sha": record.git_sha(),
+            "topology": topology_summary(rank_infos),
+            "mode_details": self.mode.details(),
+            "versions": versions(),
+            "environment": record.captured_env(os.environ),
+        }
+        name = record.record_name(cfg.mode.name, cfg.model.name, len(rank_infos))
+        self.path = Path(cfg.output.dir) / name
+        self._write({"status": "incomplete", "totals": None, "per_rank": [], "chief_losses": []})
+
+    def _chief_so_far(self, seconds: float | None = None) -> dict[str, Any]:
+        times = tuple(self.times)
+        seconds = sum(times) if seconds is None else seconds
+        return metrics.RankMeasurement(
+            self.mode.worker_index,
+            self.mode.topo.hostname,
+            self.cfg.train.per_device_batch_size,
+            times,
+            seconds,
+        ).to_dict()
+
+    def _write(self, fields: dict[str, Any]) -> Path:
+        assert self.path is not None
+        return record.write_atomic(self.path, {**self.base, **fields})
+
+    def save_partial(self, seconds: float, error: str | None = None) -> None:
+        """Rewrite the record with the steps the chief has measured so far."""
+        if self.path is None:
+            return
+        fields: dict[str, Any] = {
+            "status": "incomplete",
+            "totals": None,
+            "per_rank": [self._chief_so_far(seconds)],
+            "steps_completed": {str(p.rank): p.step for p in self.peers}
+            | {str(self.mode.worker_index): len(self.times)},
+            "chief_losses": list(self.losses),
+        }
+        if error:
+            fields["error"] = error
+        self._write(fields)
+
+    def abort(self, message: str) -> None:
+        """Called by the watchdog thread before the process exits."""
+        if self.mode.is_chief:
+            self.save_partial(time.perf_counter() - self.started, error=message)
+
+    def save_complete(self, gathered: list[dict[str, Any]], totals: metrics.Totals) -> Path:
+        return self._write(
+            {
+                "status": "complete",
+                "totals": totals.to_dict(),
+                "per_rank": gathered,
+                "chief_losses": list(self.losses),
+            }
+        )
 
 
 def topology_summary(rank_infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,33 +316,3 @@ def topology_summary(rank_infos: list[dict[str, Any]]) -> dict[str, Any]:
         "local_sizes": hosts,
         "ranks": rank_infos,
     }
-
-
-def write_record(
-    cfg: Config,
-    mode: modes.Mode,
-    argv: list[str],
-    gathered: list[dict[str, Any]],
-    totals: metrics.Totals,
-    chief_losses: list[float],
-) -> Path:
-    """Write the run's record into ``output.dir`` under a new unique name."""
-    data = {
-        "schema_version": record.RECORD_SCHEMA_VERSION,
-        "status": "complete",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "mode": cfg.mode.name,
-        "model": cfg.model.name,
-        "config": cfg.to_dict(),
-        "command_line": [sys.executable, "-m", "hvdbench", *argv],
-        "git_sha": record.git_sha(),
-        "topology": topology_summary([g["rank"] for g in gathered]),
-        "mode_details": mode.details(),
-        "versions": versions(),
-        "environment": record.captured_env(os.environ),
-        "totals": totals.to_dict(),
-        "per_rank": [g["measurement"] for g in gathered],
-        "chief_losses": chief_losses,
-    }
-    name = record.record_name(cfg.mode.name, cfg.model.name, totals.num_ranks)
-    return record.write_atomic(Path(cfg.output.dir) / name, data)

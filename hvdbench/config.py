@@ -223,6 +223,27 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class FaultConfig:
+    """Detection of lost and stalled ranks: an out-of-band watchdog beside the collectives."""
+
+    watchdog: bool = fld(
+        "Run the watchdog: each rank sends heartbeats to the chief over its own TCP "
+        "connection, so a dead or stopped rank is named and the job aborted instead of hanging."
+    )
+    heartbeat_interval_s: float = fld("Seconds between heartbeats.", min=0.0, min_exclusive=True)
+    heartbeat_timeout_s: float = fld(
+        "A rank not heard from for this long is declared lost and the job is aborted.",
+        min=0.0,
+        min_exclusive=True,
+    )
+    step_deadline_s: float = fld(
+        "A measured step running longer than this aborts the job, naming the ranks behind. "
+        "0 disables the deadline.",
+        min=0.0,
+    )
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where results go."""
 
@@ -243,6 +264,7 @@ class Config:
     horovod: HorovodConfig
     launch: LaunchConfig
     runtime: RuntimeConfig
+    fault: FaultConfig
     output: OutputConfig
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -491,6 +513,11 @@ def validate(cfg: Config) -> None:
         raise UsageError(
             f"model.image_size: {cfg.model.name} needs at least {spec.min_image_size}x"
             f"{spec.min_image_size} pixels, got {size}"
+        )
+    if cfg.fault.heartbeat_timeout_s < 2 * cfg.fault.heartbeat_interval_s:
+        raise UsageError(
+            f"fault.heartbeat_timeout_s({cfg.fault.heartbeat_timeout_s:g}) must be at least twice "
+            f"fault.heartbeat_interval_s({cfg.fault.heartbeat_interval_s:g})"
         )
     if cfg.launch.hosts:
         from hvdbench.launcher import parse_hosts

@@ -13,6 +13,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # Two-sided 95% Student t quantiles, t(0.975, df), df = 1..30; beyond 30 the normal 1.96
 # is within 2%.
@@ -92,6 +93,12 @@ class RankMeasurement:
         d["step_times"] = list(self.step_times)
         d["images_per_sec"] = self.images_per_sec
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RankMeasurement:
+        return cls(
+            d["rank"], d["host"], d["batch_size"], tuple(d["step_times"]), d["measured_seconds"]
+        )
 
 
 @dataclass(frozen=True)

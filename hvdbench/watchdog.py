@@ -1,0 +1,307 @@
+"""An out-of-band watchdog: per-rank heartbeats and a step deadline, outside the collectives.
+
+Neither Horovod nor MPI notices a dead or stopped rank soon enough: every Horovod cycle
+starts with a collective, so the survivors block inside a TensorFlow op, where Python signal
+handlers never run, and MPI then waits forever. The watchdog is a thread per rank that talks
+over its own TCP connection, so it keeps running while the main thread is blocked (TF
+releases the GIL).
+
+Topology: every non-chief rank listens on an ephemeral port; the chief learns the addresses
+through one gather and connects to each. Both sides send a small JSON line every
+``heartbeat_interval_s`` with their step. The chief declares a rank lost when its connection
+closes (the process died) or when nothing arrived for ``heartbeat_timeout_s`` (stopped or
+unreachable), and a stall when a step has run longer than ``step_deadline_s``. It then calls
+the abort callback (which saves what was measured), tells every rank to abort, and exits the
+process with :data:`EXIT_FAULT`; the launcher brings the rest of the job down. A non-chief
+rank aborts when it loses the chief.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+EXIT_FAULT = 3  # the job was aborted by the watchdog: a rank was lost or stalled
+
+
+@dataclass
+class Peer:
+    """What the chief knows of one rank."""
+
+    rank: int
+    host: str
+    sock: socket.socket | None = None
+    last_heard: float = field(default_factory=time.monotonic)
+    step: int = 0
+    buffer: bytes = b""
+
+
+class Progress:
+    """The step this rank is in, shared between the training loop and the watchdog."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.step_started = time.monotonic()
+        self.active = False  # only measured against the deadline while stepping
+
+    def begin(self, step: int) -> None:
+        self.step = step
+        self.step_started = time.monotonic()
+        self.active = True
+
+    def end(self) -> None:
+        self.active = False
+
+    def stalled_for(self) -> float:
+        return time.monotonic() - self.step_started if self.active else 0.0
+
+
+def advertised_address(host: str, chief_host: str) -> str:
+    """The address the chief should use to reach a rank on ``host``."""
+    if host == chief_host:
+        return "127.0.0.1"
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
+class Watchdog:
+    """One rank's watchdog thread. Start it with :meth:`listen` + :meth:`start`."""
+
+    def __init__(
+        self,
+        rank: int,
+        host: str,
+        *,
+        interval: float,
+        timeout: float,
+        step_deadline: float,
+        on_abort: Callable[[str], None],
+        progress: Progress,
+    ) -> None:
+        self.rank, self.host = rank, host
+        self.interval, self.timeout, self.step_deadline = interval, timeout, step_deadline
+        self.on_abort = on_abort
+        self.progress = progress
+        self.peers: list[Peer] = []
+        self._listener: socket.socket | None = None
+        self._chief: socket.socket | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._aborting = threading.Lock()
+
+    # -- set-up ------------------------------------------------------------------------
+    def listen(self) -> int:
+        """Non-chief ranks: open the port the chief will connect to; return it."""
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("0.0.0.0", 0))
+        self._listener.listen(1)
+        return int(self._listener.getsockname()[1])
+
+    def start(self, peers: list[dict[str, Any]] | None = None) -> None:
+        """Start the thread. The chief passes every other rank's {rank, host, addr, port}."""
+        target: Callable[..., None]
+        if peers is not None:
+            self.peers = [Peer(p["rank"], p["host"]) for p in peers]
+            addresses = {p["rank"]: (p["addr"], p["port"]) for p in peers}
+            target = self._run_chief
+            args: tuple[Any, ...] = (addresses,)
+        else:
+            target, args = self._run_rank, ()
+        self._thread = threading.Thread(
+            target=target, args=args, name="hvdbench-watchdog", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End watching (a normal finish): the peers see a goodbye, not a fault."""
+        self._stop.set()
+        for s in [self._chief, *(p.sock for p in self.peers)]:
+            if s is not None:
+                try:
+                    s.sendall(b'{"bye": true}\n')
+                except OSError:
+                    pass
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval * 4 + 1)
+        for s in [self._listener, self._chief, *(p.sock for p in self.peers)]:
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def wait_for_verdict(self) -> None:
+        """Give the thread time to detect a fault (it ends the process when it does)."""
+        deadline = time.monotonic() + 2 * self.interval + 1
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    # -- messages ------------------------------------------------------------------------
+    def _beat(self) -> bytes:
+        return (json.dumps({"rank": self.rank, "step": self.progress.step}) + "\n").encode()
+
+    def _abort(self, message: str, tell: list[socket.socket]) -> None:
+        if not self._aborting.acquire(blocking=False) or self._stop.is_set():
+            return
+        for s in tell:
+            try:
+                s.sendall((json.dumps({"abort": message}) + "\n").encode())
+            except OSError:
+                pass
+        try:
+            self.on_abort(message)
+        finally:
+            print(f"hvdbench: error: {message}", file=sys.stderr, flush=True)
+            os._exit(EXIT_FAULT)
+
+    # -- the chief -----------------------------------------------------------------------
+    def _connect(self, addresses: dict[int, tuple[str, int]]) -> None:
+        deadline = time.monotonic() + self.timeout
+        for peer in self.peers:
+            while peer.sock is None:
+                try:
+                    peer.sock = socket.create_connection(
+                        addresses[peer.rank], timeout=self.interval
+                    )
+                    peer.sock.setblocking(False)
+                    peer.last_heard = time.monotonic()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self._abort(
+                            f"rank {peer.rank} on host {peer.host} is unreachable: its watchdog "
+                            f"did not answer within {self.timeout:g} s (fault.heartbeat_timeout_s)",
+                            [p.sock for p in self.peers if p.sock],
+                        )
+                        return
+                    time.sleep(min(self.interval, 0.2))
+
+    def _run_chief(self, addresses: dict[int, tuple[str, int]]) -> None:
+        self._connect(addresses)
+        while not self._stop.wait(self.interval):
+            socks = [p.sock for p in self.peers if p.sock is not None]
+            for peer in self.peers:
+                if peer.sock is None:
+                    continue
+                try:
+                    peer.sock.sendall(self._beat())
+                except OSError:
+                    pass
+            readable, _, _ = select.select(socks, [], [], 0)
+            now = time.monotonic()
+            for peer in self.peers:
+                if peer.sock in readable:
+                    try:
+                        data = peer.sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        if self._stop.is_set():
+                            return
+                        self._abort(
+                            f"rank {peer.rank} on host {peer.host} was lost: its process exited "
+                            f"or its connection closed at step {peer.step}; aborting the job",
+                            [s for s in socks if s is not peer.sock],
+                        )
+                        return
+                    peer.last_heard = now
+                    peer.buffer += data
+                    *lines, peer.buffer = peer.buffer.split(b"\n")
+                    for line in lines:
+                        msg = json.loads(line)
+                        if msg.get("bye"):
+                            peer.sock = None
+                        peer.step = int(msg.get("step", peer.step))
+                if peer.sock is not None and now - peer.last_heard > self.timeout:
+                    self._abort(
+                        f"rank {peer.rank} on host {peer.host} stopped responding: no heartbeat "
+                        f"for {now - peer.last_heard:.1f} s (fault.heartbeat_timeout_s="
+                        f"{self.timeout:g}) at step {peer.step}; aborting the job",
+                        [s for s in socks if s is not peer.sock],
+                    )
+                    return
+            self._check_deadline(socks)
+
+    def _check_deadline(self, socks: list[socket.socket]) -> None:
+        stalled = self.progress.stalled_for()
+        if self.step_deadline > 0 and stalled > self.step_deadline:
+            behind = [p for p in self.peers if p.step < self.progress.step]
+            who = (
+                ", ".join(f"rank {p.rank} on host {p.host} (at step {p.step})" for p in behind)
+                if behind
+                else "all ranks"
+            )
+            self._abort(
+                f"step {self.progress.step} has run {stalled:.1f} s, past the deadline of "
+                f"{self.step_deadline:g} s (fault.step_deadline_s); waiting on {who}; aborting the job",
+                socks,
+            )
+
+    # -- every other rank ----------------------------------------------------------------
+    def _run_rank(self) -> None:
+        assert self._listener is not None
+        self._listener.settimeout(self.timeout)
+        try:
+            self._chief, _ = self._listener.accept()
+        except OSError:
+            if not self._stop.is_set():
+                self._abort(
+                    f"rank {self.rank} on host {self.host}: the chief (worker 0) never connected "
+                    f"within {self.timeout:g} s (fault.heartbeat_timeout_s); aborting",
+                    [],
+                )
+            return
+        self._chief.setblocking(False)
+        last_heard = time.monotonic()
+        buffer = b""
+        while not self._stop.wait(self.interval):
+            try:
+                self._chief.sendall(self._beat())
+            except OSError:
+                pass
+            readable, _, _ = select.select([self._chief], [], [], 0)
+            now = time.monotonic()
+            if readable:
+                try:
+                    data = self._chief.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    if not self._stop.is_set():
+                        self._abort(
+                            f"rank {self.rank} on host {self.host} lost the chief (worker 0): its "
+                            "connection closed; aborting",
+                            [],
+                        )
+                    return
+                last_heard = now
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    msg = json.loads(line)
+                    if "abort" in msg:
+                        self._abort(f"aborted by the chief: {msg['abort']}", [])
+                        return
+                    if msg.get("bye"):
+                        return
+            elif now - last_heard > self.timeout:
+                self._abort(
+                    f"rank {self.rank} on host {self.host} lost the chief (worker 0): no heartbeat "
+                    f"for {now - last_heard:.1f} s (fault.heartbeat_timeout_s={self.timeout:g}); aborting",
+                    [],
+                )
+                return
