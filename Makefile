@@ -51,12 +51,13 @@ STAMP_HVD := $(VENV)/.stamp-horovod-$(FLAVOR)
 STAMP_PKG := $(VENV)/.stamp-hvdbench
 STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)
 
-.PHONY: help install install-slurm bench test test-unit test-distributed test-slurm lint clean
+.PHONY: help install install-slurm bench perf test test-unit test-distributed test-slurm lint clean
 
 help:
 	@echo "make install      venv with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
 	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
 	@echo "make test         install, then all test tiers (each tier's time is printed)"
+	@echo "make perf         the performance suite: ratios against the hardware limit (slow)"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 
 install: $(STAMP_CHECK)
@@ -96,6 +97,11 @@ install-slurm:
 
 bench: install
 	$(VENV)/bin/hvdbench run --np 2
+
+# A benchmark, not a test: ratios measured side by side in one run (docs/PERFORMANCE.md).
+PERF_ARGS ?=
+perf: install
+	$(VPY) bench/perf.py $(PERF_ARGS)
 
 # Each tier prints its wall time; a failing tier fails `make test`.
 define tier
