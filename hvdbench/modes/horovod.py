@@ -52,10 +52,25 @@ def knob_env(
     return env, effective, warnings
 
 
-def _nccl_built_without_init() -> bool:
-    import horovod.tensorflow as hvd
+def required_controller(source: str, env: dict[str, str] | os._Environ[str]) -> str | None:
+    """The controller this launch needs: Gloo under horovodrun --gloo (or hvdbench's own
+    rendezvous), MPI under mpirun/srun, none for a single process."""
+    if source == "horovod":
+        return "gloo" if env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR") else "mpi"
+    if source in ("openmpi", "pmix", "slurm"):
+        return "mpi"
+    return None
 
-    return bool(hvd.nccl_built())
+
+def check_build(hvd: Any, controller: str | None) -> None:
+    """Fail with rebuild advice when Horovod lacks the controller this launch needs."""
+    from hvdbench.buildcheck import rebuild_message
+
+    built = {"mpi": hvd.mpi_built(), "gloo": hvd.gloo_built()}
+    if controller and not built[controller]:
+        raise UsageError(
+            f"launch.controller: {rebuild_message(['MPI' if controller == 'mpi' else 'Gloo'])}"
+        )
 
 
 @register("horovod")
@@ -69,7 +84,8 @@ class HorovodMode(Mode):
             raise UsageError(
                 f"mode.name: horovod needs Horovod with TensorFlow support ({e}); run `make install`"
             ) from None
-        env, self.knobs, warnings = knob_env(self.cfg.horovod, _nccl_built_without_init())
+        check_build(hvd, required_controller(self.topo.source, os.environ))
+        env, self.knobs, warnings = knob_env(self.cfg.horovod, bool(hvd.nccl_built()))
         os.environ.update(env)  # read by hvd.init()
         for w in warnings:
             if self.topo.rank == 0:

@@ -73,3 +73,29 @@ def test_hierarchical_allreduce_needs_nccl():
         env["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "1" and effective["hierarchical_allreduce"] is True
     )
     assert warnings == []
+
+
+class FakeBuild:
+    """Stands in for `horovod.tensorflow`'s build queries only."""
+
+    def __init__(self, mpi: bool, gloo: bool) -> None:
+        self._mpi, self._gloo = mpi, gloo
+
+    def mpi_built(self) -> bool:
+        return self._mpi
+
+    def gloo_built(self) -> bool:
+        return self._gloo
+
+
+def test_horovod_without_the_needed_controller_says_how_to_rebuild():
+    from hvdbench.modes.horovod import check_build, required_controller
+
+    assert required_controller("horovod", {"HOROVOD_GLOO_RENDEZVOUS_ADDR": "1.2.3.4"}) == "gloo"
+    assert required_controller("openmpi", {}) == "mpi"
+    assert required_controller("single", {}) is None
+    check_build(FakeBuild(mpi=True, gloo=True), "gloo")
+    with pytest.raises(UsageError, match="HOROVOD_WITH_GLOO=1"):
+        check_build(FakeBuild(mpi=True, gloo=False), "gloo")
+    with pytest.raises(UsageError, match="HOROVOD_WITH_MPI=1"):
+        check_build(FakeBuild(mpi=False, gloo=True), "mpi")
