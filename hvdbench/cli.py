@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from hvdbench import config
+from hvdbench.cluster import ClusterError
 from hvdbench.errors import UsageError
 
 DESCRIPTION = """\
@@ -96,6 +97,12 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     cfg = _load(args, overrides)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    if not inner and not args.dry_run:
+        from hvdbench import modes
+
+        code = modes.get(cfg.mode.name).launch_local(cfg, list(argv))
+        if code is not None:
+            return code
     if not inner and cfg.launch.np > 1:
         from hvdbench import modes
 
@@ -189,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"hvdbench: error: {e}", file=sys.stderr)
         return 2
+    except ClusterError as e:
+        print(f"hvdbench: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hvdbench: interrupted", file=sys.stderr)
         return 130

@@ -33,6 +33,17 @@ class Mode(abc.ABC):
         """Processes the job needs for ``cfg.launch.np`` compute ranks (ps tasks add more)."""
         return cfg.launch.np
 
+    @staticmethod
+    def world_formula(cfg: Config, workers: int) -> str:
+        """How the job's processes add up, for error messages: ``ps(1) + workers(4)``."""
+        return f"workers({workers})"
+
+    @classmethod
+    def launch_local(cls, cfg: Config, rank_argv: list[str]) -> int | None:
+        """Start the job on this machine without a launcher, and return its exit code;
+        None leaves it to ``launch.launcher`` (horovodrun or mpirun)."""
+        return None
+
     @abc.abstractmethod
     def setup(self) -> None:
         """Join the job: initialise the communication library or start servers."""
@@ -97,6 +108,7 @@ def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
 def _load() -> None:
     if not _MODES:
         from hvdbench.modes import horovod  # noqa: F401
+        from hvdbench.modes import parameter_server  # noqa: F401
 
 
 def registered() -> list[str]:
