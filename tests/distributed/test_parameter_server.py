@@ -84,9 +84,10 @@ def test_ps_run_reaches_its_step_target(tmp_path, sync, staged, num_ps):
     assert rec["totals"]["num_ranks"] == 2 and rec["totals"]["num_steps"] == 5
     assert rec["totals"]["total_images_per_sec"] > 0
     assert [len(r["step_times"]) for r in rec["per_rank"]] == [5, 5]
-    # Every worker's 6 steps (1 warm-up + 5) reached the ps.
+    # Every worker's 6 steps (1 warm-up + 5) reached the ps. In sync mode a worker's
+    # step k returns once update k-1 is applied (its token), so at least 5 updates.
     if sync:
-        assert d["final_global_step"] >= 6
+        assert d["final_global_step"] >= 5
     else:
         assert d["final_global_step"] >= 12
     if num_ps == 2:
