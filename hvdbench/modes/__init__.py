@@ -107,8 +107,11 @@ def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
 
 def _load() -> None:
     if not _MODES:
-        from hvdbench.modes import horovod  # noqa: F401
-        from hvdbench.modes import parameter_server  # noqa: F401
+        from hvdbench.modes import (
+            horovod,  # noqa: F401
+            parameter_server,  # noqa: F401
+            tf_distribute,  # noqa: F401
+        )
 
 
 def registered() -> list[str]:

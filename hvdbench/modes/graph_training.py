@@ -7,6 +7,7 @@ modes use those, with every hyperparameter taken from the config as in the Keras
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,3 +56,47 @@ def clip_pairs(grads_and_vars: list[tuple[Any, Any]], norm: float) -> list[tuple
         return grads_and_vars
     grads, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], norm)
     return list(zip(grads, [v for _, v in grads_and_vars]))
+
+
+def make_local(variables: list[Any]) -> None:
+    """Move variables from GLOBAL_VARIABLES to LOCAL_VARIABLES: each worker initialises
+    its own copy, and the chief does not wait for the others' copies."""
+    graph = v1.get_default_graph()
+    global_vars = graph.get_collection_ref(v1.GraphKeys.GLOBAL_VARIABLES)
+    trainable = graph.get_collection_ref(v1.GraphKeys.TRAINABLE_VARIABLES)
+    ids = {id(v) for v in variables}
+    global_vars[:] = [v for v in global_vars if id(v) not in ids]
+    trainable[:] = [v for v in trainable if id(v) not in ids]
+    for v in variables:
+        graph.add_to_collection(v1.GraphKeys.LOCAL_VARIABLES, v)
+
+
+class LocalCopy:
+    """A worker-local copy of the model whose variables mirror ps variables."""
+
+    def __init__(
+        self, ps_variables: list[Any], build_local_model: Callable[[], Any], device: str
+    ) -> None:
+        self.ps_variables = ps_variables
+        with tf.device(device):
+            self.local_model = build_local_model()
+            self.local_variables = self.local_model.trainable_variables
+            make_local(self.local_model.variables)
+            if len(self.local_variables) != len(ps_variables):
+                raise RuntimeError("the local copy of the model has other variables")
+            self.refresh = self._assign_from_ps()
+
+    def _assign_from_ps(self) -> Any:
+        return tf.group(
+            *[lv.assign(pv.read_value()) for lv, pv in zip(self.local_variables, self.ps_variables)]
+        )
+
+    def refresh_after(self, op: Any) -> Any:
+        """``op``, then the copy refreshed from the ps."""
+        with tf.control_dependencies([op]):
+            return self._assign_from_ps()
+
+    def gradients(self, loss: Any) -> list[tuple[Any, Any]]:
+        """Gradients w.r.t. the local copy, paired with the ps variables they update."""
+        grads = tf.gradients(loss, self.local_variables)
+        return list(zip(grads, self.ps_variables))

@@ -237,14 +237,10 @@ class GrpcGraphMode(Mode):
         return out
 
 
-@register("parameter_server")
-class ParameterServerMode(GrpcGraphMode):
-    """Variables on the ps tasks; workers compute; sync or async updates."""
-
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models, training
+        from hvdbench import models
         from hvdbench.grpc_runtime import ControlPlane
         from hvdbench.modes import graph_training as gt
         from hvdbench.placement import GreedyByteSize
@@ -254,7 +250,7 @@ class ParameterServerMode(GrpcGraphMode):
         images_np, labels_np = gt.synthetic_arrays(cfg, self.worker_index)
         spec = self.membership.spec
         num_ps, n = len(spec.ps), self.num_workers
-        worker_device = f"/job:worker/task:{self.worker_index}"
+        self.worker_device = f"/job:worker/task:{self.worker_index}"
         self.graph = tf.Graph()
         self.placer = GreedyByteSize(num_ps)
         with self.graph.as_default():
@@ -262,7 +258,7 @@ class ParameterServerMode(GrpcGraphMode):
             tf.keras.utils.set_random_seed(cfg.train.seed)
             setter = v1.train.replica_device_setter(
                 ps_tasks=num_ps,
-                worker_device=worker_device,
+                worker_device=self.worker_device,
                 cluster=tf.train.ClusterSpec(spec.as_dict()),
                 ps_strategy=self.placer,
             )
@@ -272,36 +268,19 @@ class ParameterServerMode(GrpcGraphMode):
                 self.model_variables = model.trainable_variables
                 images = tf.constant(images_np)
                 labels = tf.constant(labels_np)
-                wd = cfg.train.weight_decay
                 opt = gt.make_v1_optimizer(cfg.train)
                 if self.sync:
                     opt = v1.train.SyncReplicasOptimizer(
                         opt, replicas_to_aggregate=self.replicas_to_aggregate, total_num_replicas=n
                     )
-                self.staging = None
-                if cfg.ps.staged_vars:
-                    from hvdbench.modes.staging import StagedVariables
-
-                    with v1.device(None):  # the local copy stays off the ps
-                        self.staging = StagedVariables(
-                            self.model_variables, lambda: models.build(cfg), worker_device
-                        )
-                    loss = self.staging.compute_after_take(
-                        lambda m: training.loss_fn(m, images, labels, wd)
-                    )
-                    gv = self.staging.gradients(loss)
-                    deps = [self.staging.refill]  # read the ps before this step's update
-                else:
-                    loss = training.loss_fn(model, images, labels, wd)
-                    gv = opt.compute_gradients(loss, var_list=self.model_variables)
-                    deps = []  # batch-norm moving averages are not updated in graph modes
+                loss, gv, deps = self._gradients(opt, model, images, labels)
                 gv = gt.clip_pairs(gv, cfg.train.gradient_clip_norm)
                 if deps:  # on the gradients, not around apply_gradients, whose side ops
                     # (SyncReplicasOptimizer's readiness checks) must not wait for a step
                     with tf.control_dependencies(deps):
                         gv = [(tf.identity(g), v) for g, v in gv]
                 apply = opt.apply_gradients(gv, global_step=global_step)
-                self.train_op = apply
+                self.train_op = self._after_apply(apply)
                 self.global_step_read = tf.identity(global_step)
                 self.fetches = [self.train_op, loss, self.global_step_read]
                 self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
@@ -311,9 +290,78 @@ class ParameterServerMode(GrpcGraphMode):
                         self.release_op = opt._sync_token_queue.enqueue_many((tokens,))
             self.control = ControlPlane(num_ps, n)
 
+    def _gradients(
+        self, opt: Any, model: Any, images: Any, labels: Any
+    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+        """The loss, (gradient, ps variable) pairs, and what the gradients must wait for."""
+        from hvdbench import training
+
+        loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
+        # Batch-norm moving averages are not updated in the graph modes (not in the loss).
+        return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
+
+    def _after_apply(self, apply: Any) -> Any:
+        return apply
+
+
+@register("parameter_server")
+class ParameterServerMode(GrpcGraphMode):
+    """Variables on the ps tasks; workers compute; sync or async updates."""
+
+    staging: Any = None
+
+    def _gradients(
+        self, opt: Any, model: Any, images: Any, labels: Any
+    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+        if not self.cfg.ps.staged_vars:
+            return super()._gradients(opt, model, images, labels)
+        import tensorflow as tf
+
+        from hvdbench import models, training
+        from hvdbench.modes.staging import StagedVariables
+
+        cfg = self.cfg
+        with tf.compat.v1.device(None):  # the local copy stays off the ps
+            self.staging = StagedVariables(
+                self.model_variables, lambda: models.build(cfg), self.worker_device
+            )
+        wd = cfg.train.weight_decay
+        loss = self.staging.compute_after_take(lambda m: training.loss_fn(m, images, labels, wd))
+        # The ps values for the next step are read before this step's update.
+        return loss, self.staging.gradients(loss), [self.staging.refill]
+
     def after_initialize(self) -> None:
         if self.staging is not None:
             self.staging.prime(self.sess)
+
+
+@register("distributed_replicated")
+class DistributedReplicatedMode(GrpcGraphMode):
+    """Each worker computes on its own copy of the variables; the gradients are
+    aggregated into the shadow variables on the ps (sync or async, as in
+    parameter_server), and each worker then refreshes its copy from them."""
+
+    def _gradients(
+        self, opt: Any, model: Any, images: Any, labels: Any
+    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+        import tensorflow as tf
+
+        from hvdbench import models, training
+        from hvdbench.modes.graph_training import LocalCopy
+
+        cfg = self.cfg
+        with tf.compat.v1.device(None):  # the copy stays on the worker
+            self.copy = LocalCopy(
+                self.model_variables, lambda: models.build(cfg), self.worker_device
+            )
+        loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
+        return loss, self.copy.gradients(loss), []
+
+    def _after_apply(self, apply: Any) -> Any:
+        return self.copy.refresh_after(apply)
+
+    def after_initialize(self) -> None:
+        self.sess.run(self.copy.refresh)  # start from the chief's initial values
 
 
 @contextlib.contextmanager

@@ -26,6 +26,8 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import data_flow_ops  # private: StagingArea is not exported
 
+from hvdbench.modes.graph_training import make_local
+
 v1 = tf.compat.v1
 
 
@@ -39,7 +41,7 @@ class StagedVariables:
         with tf.device(device):
             self.local_model = build_local_model()
             self.local_variables = self.local_model.trainable_variables
-            _make_local(self.local_model.variables)
+            make_local(self.local_model.variables)
             if len(self.local_variables) != len(ps_variables):
                 raise RuntimeError("the local copy of the model has other variables")
             self.area = data_flow_ops.StagingArea(
@@ -70,16 +72,3 @@ class StagedVariables:
         """Gradients w.r.t. the local copy, paired with the ps variables they update."""
         grads = tf.gradients(loss, self.local_variables)
         return list(zip(grads, self.ps_variables))
-
-
-def _make_local(variables: list[Any]) -> None:
-    """Move variables from GLOBAL_VARIABLES to LOCAL_VARIABLES: each worker initialises
-    its own copy, and the chief does not wait for the others' copies."""
-    graph = v1.get_default_graph()
-    global_vars = graph.get_collection_ref(v1.GraphKeys.GLOBAL_VARIABLES)
-    trainable = graph.get_collection_ref(v1.GraphKeys.TRAINABLE_VARIABLES)
-    ids = {id(v) for v in variables}
-    global_vars[:] = [v for v in global_vars if id(v) not in ids]
-    trainable[:] = [v for v in trainable if id(v) not in ids]
-    for v in variables:
-        graph.add_to_collection(v1.GraphKeys.LOCAL_VARIABLES, v)

@@ -197,10 +197,10 @@ def test_port_in_use_is_named(tmp_path):
 
 
 def test_sync_step_equals_single_process_step_on_the_concatenated_batch(tmp_path):
-    from tests.conftest import _kill_group  # noqa: PLC0415
     import subprocess
 
     from hvdbench import cluster
+    from tests.conftest import _kill_group  # noqa: PLC0415
 
     ports = cluster.free_ports(3)
     ps_hosts = f"127.0.0.1:{ports[0]}"
