@@ -111,12 +111,12 @@ def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
         time.sleep(0.1)
     deadline = time.monotonic() + PS_GRACE_S
     while time.monotonic() < deadline:
-        codes = {r: p.poll() for r, p in ps.items()}
-        if all(c is not None for c in codes.values()):
-            bad = [(r, c) for r, c in codes.items() if c != 0]
+        ps_codes = {r: p.poll() for r, p in ps.items()}
+        if all(c is not None for c in ps_codes.values()):
+            bad = [(r, c) for r, c in ps_codes.items() if c != 0]
             if bad:
-                role, code = bad[0]
-                print(f"hvdbench: ps task {role.index} exited with code {code}", file=sys.stderr)
+                role, ps_code = bad[0]
+                print(f"hvdbench: ps task {role.index} exited with code {ps_code}", file=sys.stderr)
                 return 1
             return 0
         time.sleep(0.1)

@@ -236,7 +236,6 @@ class GrpcGraphMode(Mode):
             out["final_global_step"] = None
         return out
 
-
     def build(self) -> None:
         import tensorflow as tf
 

@@ -157,6 +157,8 @@ class CollectiveAllReduceMode(Mode):
 class LocalDevicesMode(Mode):
     """One process, ``mode.num_devices`` devices; reported as that many compute devices."""
 
+    _step: Any
+
     def setup(self) -> None:
         import tensorflow as tf
 

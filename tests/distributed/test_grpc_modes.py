@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.distributed.test_parameter_server import leftover, one_record
-
 from tests.conftest import hvdbench
+from tests.distributed.test_parameter_server import leftover, one_record
 
 pytestmark = pytest.mark.distributed
 

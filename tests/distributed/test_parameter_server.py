@@ -51,8 +51,9 @@ def one_record(out: Path) -> dict:
 
 
 def run_ps(out: Path, *args: str, timeout: float = 180) -> dict:
-    r = hvdbench("run", "--mode.name=parameter_server", f"--output.dir={out}", *args,
-                 timeout=timeout)
+    r = hvdbench(
+        "run", "--mode.name=parameter_server", f"--output.dir={out}", *args, timeout=timeout
+    )
     assert not r.timed_out, r.output[-3000:]
     assert r.returncode == 0, r.output[-3000:]
     assert "Traceback" not in r.output, r.output[-3000:]
@@ -77,9 +78,7 @@ def test_ps_run_reaches_its_step_target(tmp_path, sync, staged, num_ps):
         *FAST,
     )
     d = rec["mode_details"]
-    assert (d["num_ps"], d["num_workers"], d["sync"], d["staged_vars"]) == (
-        num_ps, 2, sync, staged
-    )
+    assert (d["num_ps"], d["num_workers"], d["sync"], d["staged_vars"]) == (num_ps, 2, sync, staged)
     assert d["replicas_to_aggregate"] == (2 if sync else None)
     assert rec["totals"]["num_ranks"] == 2 and rec["totals"]["num_steps"] == 5
     assert rec["totals"]["total_images_per_sec"] > 0

@@ -40,9 +40,7 @@ def test_resnet20_splits_across_two_ps_by_bytes():
             model = models.build(cfg)
         devices = {v.name.split(":")[0]: v.device for v in model.variables}
     loads = strategy.loads
-    assert sum(loads) == sum(
-        placement.num_bytes(v.shape, 1) for v in model.variables
-    )
+    assert sum(loads) == sum(placement.num_bytes(v.shape, 1) for v in model.variables)
     assert max(loads) / sum(loads) <= 0.6, loads
     assert {d for d in devices.values()} == {"/job:ps/task:0", "/job:ps/task:1"}
     # The device each variable got is the task the strategy chose for it.

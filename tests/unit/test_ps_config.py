@@ -33,8 +33,13 @@ def test_defaults_are_valid_and_documented():
 
 
 def test_every_mode_name_is_known():
-    for name in ("parameter_server", "distributed_replicated", "collective_all_reduce",
-                 "replicated", "independent"):
+    for name in (
+        "parameter_server",
+        "distributed_replicated",
+        "collective_all_reduce",
+        "replicated",
+        "independent",
+    ):
         assert name in config.MODE_NAMES
 
 
@@ -51,24 +56,46 @@ def test_world_size_counts_ps_on_top_of_workers():
     "overrides,expected",
     [
         (["--ps.num_ps=0"], "ps.num_ps: must be >= 1"),
-        (["--ps.replicas_to_aggregate=3", "--launch.np=2"],
-         "ps.replicas_to_aggregate(3) > workers(2)"),
+        (
+            ["--ps.replicas_to_aggregate=3", "--launch.np=2"],
+            "ps.replicas_to_aggregate(3) > workers(2)",
+        ),
         (["--cluster.job_name=ps"], "cluster.job_name='ps' needs cluster.ps_hosts"),
         (["--cluster.job_name=boss"], "cluster.job_name: 'boss' is not one of"),
-        (["--cluster.job_name=worker", "--cluster.ps_hosts=a:1",
-          "--cluster.worker_hosts=b:1,c:1", "--cluster.task_index=2"],
-         "cluster.task_index(2) >= worker tasks(2)"),
-        (["--cluster.job_name=ps", "--cluster.ps_hosts=a:1,b:1",
-          "--cluster.worker_hosts=c:1"], "cluster.ps_hosts: 2 host(s) != ps.num_ps(1)"),
-        (["--cluster.job_name=ps", "--cluster.ps_hosts=a:1",
-          "--cluster.worker_hosts=c:1", "--launch.np=2"],
-         "cluster.worker_hosts: 1 host(s) != launch.np(2)"),
-        (["--cluster.job_name=ps", "--cluster.ps_hosts=a",
-          "--cluster.worker_hosts=c:1"], "cluster.ps_hosts: cannot read 'a'"),
-        (["--cluster.job_name=ps", "--cluster.ps_hosts=a:99999",
-          "--cluster.worker_hosts=c:1"], "expected host:port"),
-        (["--cluster.ps_hosts=a:1", "--cluster.worker_hosts=c:1"],
-         "cluster.job_name: set ps or worker"),
+        (
+            [
+                "--cluster.job_name=worker",
+                "--cluster.ps_hosts=a:1",
+                "--cluster.worker_hosts=b:1,c:1",
+                "--cluster.task_index=2",
+            ],
+            "cluster.task_index(2) >= worker tasks(2)",
+        ),
+        (
+            ["--cluster.job_name=ps", "--cluster.ps_hosts=a:1,b:1", "--cluster.worker_hosts=c:1"],
+            "cluster.ps_hosts: 2 host(s) != ps.num_ps(1)",
+        ),
+        (
+            [
+                "--cluster.job_name=ps",
+                "--cluster.ps_hosts=a:1",
+                "--cluster.worker_hosts=c:1",
+                "--launch.np=2",
+            ],
+            "cluster.worker_hosts: 1 host(s) != launch.np(2)",
+        ),
+        (
+            ["--cluster.job_name=ps", "--cluster.ps_hosts=a", "--cluster.worker_hosts=c:1"],
+            "cluster.ps_hosts: cannot read 'a'",
+        ),
+        (
+            ["--cluster.job_name=ps", "--cluster.ps_hosts=a:99999", "--cluster.worker_hosts=c:1"],
+            "expected host:port",
+        ),
+        (
+            ["--cluster.ps_hosts=a:1", "--cluster.worker_hosts=c:1"],
+            "cluster.job_name: set ps or worker",
+        ),
         (["--train.mixed_precision=float16"], "not supported by mode parameter_server"),
         (["--ps.debug_slow_worker=2", "--launch.np=2"], "ps.debug_slow_worker(2) >= workers(2)"),
         (["--cluster.base_port=70000"], "cluster.base_port: must be <= 65535"),
@@ -84,7 +111,8 @@ def test_mode_specific_checks():
         "--mode.name=distributed_replicated", "--ps.staged_vars=true"
     )
     assert "has no ps tasks" in error(
-        "--mode.name=collective_all_reduce", "--cluster.job_name=ps",
+        "--mode.name=collective_all_reduce",
+        "--cluster.job_name=ps",
         "--cluster.worker_hosts=a:1",
     )
     assert "runs in one process" in error("--mode.name=replicated", "--launch.np=2")
@@ -92,15 +120,24 @@ def test_mode_specific_checks():
 
 
 def test_explicit_cluster_is_accepted():
-    cfg = load(PS, "--cluster.job_name=worker", "--cluster.task_index=1",
-               "--cluster.ps_hosts=node1:2222", "--cluster.worker_hosts=node2:2222,node3:2222")
+    cfg = load(
+        PS,
+        "--cluster.job_name=worker",
+        "--cluster.task_index=1",
+        "--cluster.ps_hosts=node1:2222",
+        "--cluster.worker_hosts=node2:2222,node3:2222",
+    )
     spec = cluster.explicit_spec(cfg)
     assert spec.as_dict() == {"ps": ["node1:2222"], "worker": ["node2:2222", "node3:2222"]}
 
 
 def test_roles_from_ranks():
     assert [cluster.role_from_rank(r, 5, 2) for r in range(5)] == [
-        Role("ps", 0), Role("ps", 1), Role("worker", 0), Role("worker", 1), Role("worker", 2)
+        Role("ps", 0),
+        Role("ps", 1),
+        Role("worker", 0),
+        Role("worker", 1),
+        Role("worker", 2),
     ]
     with pytest.raises(UsageError, match=r"ps\(2\) \+ workers\(0\) leaves no worker"):
         cluster.role_from_rank(0, 2, 2)
