@@ -50,11 +50,16 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "HVDBENCH_LAUNCHED": "1"}
 
 
-def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int) -> int:
-    """Start, supervise and reap every task of a local cluster; return the job's exit code."""
+def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = False) -> int:
+    """Start, supervise and reap every task of a local cluster; return the job's exit code.
+    With ``dry_run``, print the task commands (on ports free now) instead."""
     workers = cfg.launch.np or 1
     ports = cluster.free_ports(num_ps + workers, cfg.cluster.base_port)
     spec, roles = plan(cfg, num_ps, ports)
+    if dry_run:
+        for role in roles:
+            print(" ".join(launcher.rank_command(task_argv(rank_argv, spec, role))))
+        return 0
     for role in roles:
         cluster.check_port_free(spec.address(role), f"{role.job} task {role.index}")
     procs: dict[Role, subprocess.Popen[bytes]] = {}

@@ -39,9 +39,10 @@ class Mode(abc.ABC):
         return f"workers({workers})"
 
     @classmethod
-    def launch_local(cls, cfg: Config, rank_argv: list[str]) -> int | None:
-        """Start the job on this machine without a launcher, and return its exit code;
-        None leaves it to ``launch.launcher`` (horovodrun or mpirun)."""
+    def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
+        """Start the job on this machine without a launcher (or, with ``dry_run``, print
+        the commands it would start) and return its exit code; None leaves it to
+        ``launch.launcher`` (horovodrun or mpirun)."""
         return None
 
     @abc.abstractmethod

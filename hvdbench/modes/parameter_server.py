@@ -43,12 +43,12 @@ class GrpcGraphMode(Mode):
         return world_formula(cfg.ps.num_ps, workers)
 
     @classmethod
-    def launch_local(cls, cfg: Config, rank_argv: list[str]) -> int | None:
+    def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
         from hvdbench import spawn
 
-        return spawn.launch(cfg, rank_argv, cfg.ps.num_ps)
+        return spawn.launch(cfg, rank_argv, cfg.ps.num_ps, dry_run)
 
     # --- setup -------------------------------------------------------------------------
 

@@ -27,12 +27,12 @@ class CollectiveAllReduceMode(Mode):
     """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
 
     @classmethod
-    def launch_local(cls, cfg: Config, rank_argv: list[str]) -> int | None:
+    def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
         from hvdbench import spawn
 
-        return spawn.launch(cfg, rank_argv, 0)
+        return spawn.launch(cfg, rank_argv, 0, dry_run)
 
     def setup(self) -> None:
         import tensorflow as tf

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -206,18 +207,22 @@ def test_sync_step_equals_single_process_step_on_the_concatenated_batch(tmp_path
     worker_hosts = f"127.0.0.1:{ports[1]},127.0.0.1:{ports[2]}"
     out = tmp_path / "weights.npz"
     helper = str(REPO / "tests" / "distributed" / "ps_step_helper.py")
-    roles = [("ps", 0), ("worker", 0), ("worker", 1)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, helper, job, str(i), ps_hosts, worker_hosts, str(out)],
-            env=base_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+    # The workers start first: they wait (bounded) for the ps to come up.
+    roles = [("worker", 0), ("worker", 1), ("ps", 0)]
+    procs = []
+    for job, i in roles:
+        if job == "ps":
+            time.sleep(2)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, helper, job, str(i), ps_hosts, worker_hosts, str(out)],
+                env=base_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
         )
-        for job, i in roles
-    ]
     try:
         outputs = [p.communicate(timeout=150)[0] for p in procs]
     finally:
@@ -250,3 +255,47 @@ def test_sync_step_equals_single_process_step_on_the_concatenated_batch(tmp_path
     for e, a, b in zip(expected, after, before):
         assert not np.allclose(a, b)
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+
+
+def test_ps_without_a_chief_leaves_after_its_timeout(tmp_path):
+    """A ps whose chief never speaks exits by itself (exit 1, one line), not never."""
+    from hvdbench import cluster
+
+    ps_port, worker_port = cluster.free_ports(2)
+    r = hvdbench(
+        "run",
+        "--mode.name=parameter_server",
+        "--cluster.job_name=ps",
+        f"--cluster.ps_hosts=127.0.0.1:{ps_port}",
+        f"--cluster.worker_hosts=127.0.0.1:{worker_port}",
+        "--ps.start_timeout_s=3",
+        f"--output.dir={tmp_path}",
+        timeout=120,
+    )
+    assert not r.timed_out
+    assert r.returncode == 1, r.output[-2000:]
+    assert "no word from the chief in 3 s" in r.stderr
+    assert leftover(str(tmp_path)) == []
+
+
+def test_worker_without_its_ps_gives_up_with_one_line(tmp_path):
+    from hvdbench import cluster
+
+    ps_port, worker_port = cluster.free_ports(2)
+    r = hvdbench(
+        "run",
+        "--mode.name=parameter_server",
+        "--cluster.job_name=worker",
+        f"--cluster.ps_hosts=127.0.0.1:{ps_port}",
+        f"--cluster.worker_hosts=127.0.0.1:{worker_port}",
+        "--ps.start_timeout_s=2",
+        f"--output.dir={tmp_path}",
+        timeout=120,
+    )
+    assert r.returncode == 1, r.output[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"hvdbench: error: a ps task at 127.0.0.1:{ps_port} not reachable after 2 s "
+        "(ps.start_timeout_s)"
+    )
+    assert "Traceback" not in r.stderr
+    assert leftover(str(tmp_path)) == []

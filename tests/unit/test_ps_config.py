@@ -199,3 +199,18 @@ def test_spawn_task_argv():
         "--cluster.job_name=worker",
         "--cluster.task_index=1",
     ]  # fmt: skip
+
+
+def test_dry_run_prints_every_task_of_the_local_cluster(capsys):
+    from hvdbench import cli
+
+    assert cli.main(["run", PS, "--np", "2", "--ps.num_ps=2", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    assert [line.split("--cluster.job_name=")[1].split()[0] for line in lines] == [
+        "ps",
+        "ps",
+        "worker",
+        "worker",
+    ]
+    assert all("--dry-run" not in line for line in lines)
