@@ -118,7 +118,10 @@ class GrpcGraphMode(Mode):
                     save_summaries_secs=None,
                     log_step_count_steps=None,
                     max_wait_secs=cfg.ps.start_timeout_s,
-                    stop_grace_period_secs=10,
+                    # SyncReplicasOptimizer's chief queue runner waits for gradients
+                    # that no longer come: closing the session cancels it, no need to
+                    # wait the default 120 s for it first.
+                    stop_grace_period_secs=1,
                 )
         except tf.errors.DeadlineExceededError:
             raise ClusterError(
