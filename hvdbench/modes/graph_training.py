@@ -100,3 +100,27 @@ class LocalCopy:
         """Gradients w.r.t. the local copy, paired with the ps variables they update."""
         grads = tf.gradients(loss, self.local_variables)
         return list(zip(grads, self.ps_variables))
+
+
+def moving_average_updates(graph: Any, first_op: int) -> list[Any]:
+    """The ``assign_sub`` ops created since op number ``first_op``: Keras batch norm's
+    moving-average updates of a forward pass, which a v1 session only runs if asked."""
+    kinds = ("AssignSubVariableOp", "AssignSub")
+    ops = [op for op in graph.get_operations()[first_op:] if op.type in kinds]
+    # A Keras model built in this window also traced itself on its Input placeholder;
+    # those updates belong to no step.
+    return [op for op in ops if not _depends_on_placeholder(op)]
+
+
+def _depends_on_placeholder(op: Any) -> bool:
+    seen = set()
+    stack = [op]
+    while stack:
+        cur = stack.pop()
+        if cur.type == "Placeholder":
+            return True
+        for t in cur.inputs:
+            if t.op.name not in seen:
+                seen.add(t.op.name)
+                stack.append(t.op)
+    return False

@@ -275,7 +275,11 @@ class GrpcGraphMode(Mode):
                     opt = v1.train.SyncReplicasOptimizer(
                         opt, replicas_to_aggregate=self.replicas_to_aggregate, total_num_replicas=n
                     )
+                first_op = len(self.graph.get_operations())
                 loss, gv, deps = self._gradients(opt, model, images, labels)
+                # Batch norm's moving averages: in a v1 graph nothing runs unless fetched,
+                # so the assign_sub ops of this forward pass are made to run every step.
+                deps = deps + gt.moving_average_updates(self.graph, first_op)
                 gv = gt.clip_pairs(gv, cfg.train.gradient_clip_norm)
                 if deps:  # on the gradients, not around apply_gradients, whose side ops
                     # (SyncReplicasOptimizer's readiness checks) must not wait for a step
@@ -299,7 +303,6 @@ class GrpcGraphMode(Mode):
         from hvdbench import training
 
         loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
-        # Batch-norm moving averages are not updated in the graph modes (not in the loss).
         return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
 
     def _after_apply(self, apply: Any) -> Any:
