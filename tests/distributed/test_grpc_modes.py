@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import hvdbench
-from tests.distributed.test_parameter_server import leftover, one_record
+from tests.distributed.cluster_helpers import leftover, one_record
 
 pytestmark = pytest.mark.distributed
 
@@ -50,3 +50,21 @@ def test_local_devices(tmp_path, mode):
     rec = run_mode(tmp_path, f"--mode.name={mode}", "--mode.num_devices=2")
     assert rec["mode_details"]["devices"] == ["/cpu:0", "/cpu:1"]
     assert rec["mode_details"]["processes"] == 1
+
+
+def test_collective_all_reduce_under_mpirun(tmp_path):
+    """Roles and addresses from MPI ranks (mpi4py allgather), TF_CONFIG by hvdbench."""
+    import sys
+
+    from tests.conftest import base_env, run
+
+    cmd = [
+        "mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none",
+        sys.executable, "-m", "hvdbench", "run", "--mode.name=collective_all_reduce",
+        f"--output.dir={tmp_path}", *FAST,
+    ]  # fmt: skip
+    r = run(cmd, timeout=180, env=base_env())
+    assert not r.timed_out and r.returncode == 0, r.output[-3000:]
+    assert leftover(str(tmp_path)) == []
+    d = one_record(tmp_path)["mode_details"]
+    assert d["roles_from"] == "mpi ranks" and d["num_workers"] == 2

@@ -6,8 +6,6 @@ Every run is checked to end with exit code 0 and with none of its processes left
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import sys
 import time
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, base_env, hvdbench, run
+from tests.distributed.cluster_helpers import leftover, one_record
 
 pytestmark = pytest.mark.distributed
 
@@ -28,27 +27,6 @@ FAST = [
     "--ps.start_timeout_s=60",
     "--ps.idle_timeout_s=60",
 ]
-
-
-def leftover(marker: str) -> list[str]:
-    """Command lines of live processes that mention ``marker``."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmd:
-            found.append(f"{pid}: {cmd}")
-    return found
-
-
-def one_record(out: Path) -> dict:
-    records = sorted(out.glob("*.json"))
-    assert len(records) == 1, records
-    return json.loads(records[0].read_text())
 
 
 def run_ps(out: Path, *args: str, timeout: float = 180) -> dict:
