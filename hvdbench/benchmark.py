@@ -24,12 +24,14 @@ def check_world_size(cfg: Config, topo: Topology) -> None:
     """A nonzero ``launch.np`` must match what the launcher started."""
     if not cfg.launch.np or not topo.launched:
         return
-    expected = modes.get(cfg.mode.name).world_size(cfg)
+    mode_cls = modes.get(cfg.mode.name)
+    expected = mode_cls.world_size(cfg)
     if topo.size != expected:
         raise UsageError(
-            f"launch.np: the launcher started {topo.size} processes but mode "
-            f"{cfg.mode.name} with launch.np={cfg.launch.np} needs {expected}; "
-            f"set --np to match or --launch.np=0 to take the launcher's"
+            f"launch.np: {mode_cls.world_formula(cfg, cfg.launch.np)} != ranks({topo.size}): "
+            f"the launcher started {topo.size} processes but mode {cfg.mode.name} with "
+            f"launch.np={cfg.launch.np} needs {expected}; set --np to match or "
+            f"--launch.np=0 to take the launcher's"
         )
 
 

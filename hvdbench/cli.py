@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from hvdbench import config
+from hvdbench.cluster import ClusterError
 from hvdbench.errors import UsageError
 
 DESCRIPTION = """\
@@ -29,6 +30,8 @@ examples:
   hvdbench run --np 2 --launch.launcher=mpirun        the same through mpirun
   mpirun -np 4 hvdbench run my.toml                   inside a launcher: ranks come from it
   hvdbench run --np 2 --dry-run                       print the launcher command only
+  hvdbench run --mode.name=parameter_server --np 2    1 ps + 2 workers on loopback (gRPC)
+  mpirun -np 3 hvdbench run --mode.name=parameter_server   roles from ranks: rank 0 is the ps
 """
 
 
@@ -96,6 +99,13 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     cfg = _load(args, overrides)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    if not inner:
+        from hvdbench import modes
+
+        task_argv = [a for a in argv if a != "--dry-run"]
+        code = modes.get(cfg.mode.name).launch_local(cfg, task_argv, args.dry_run)
+        if code is not None:
+            return code
     if not inner and cfg.launch.np > 1:
         from hvdbench import modes
 
@@ -192,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"hvdbench: error: {e}", file=sys.stderr)
         return 2
+    except ClusterError as e:
+        print(f"hvdbench: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hvdbench: interrupted", file=sys.stderr)
         return 130

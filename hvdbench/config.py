@@ -66,7 +66,20 @@ MODEL_NAMES = (
     "xception",
     "mobilenet",
 )
-MODE_NAMES = ("horovod",)
+MODE_NAMES = (
+    "horovod",
+    "parameter_server",
+    "distributed_replicated",
+    "collective_all_reduce",
+    "replicated",
+    "independent",
+)
+# Modes whose processes form a TensorFlow gRPC cluster (ps and/or worker tasks).
+GRPC_MODES = ("parameter_server", "distributed_replicated", "collective_all_reduce")
+# Modes that need parameter-server tasks on top of the workers.
+PS_MODES = ("parameter_server", "distributed_replicated")
+# Modes that run in one process on several local devices.
+LOCAL_DEVICE_MODES = ("replicated", "independent")
 DATA_SOURCES = ("synthetic",)
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 
@@ -155,8 +168,91 @@ class ModeConfig:
 
     name: str = fld(
         "Distribution mode. horovod: replicated model, gradients averaged by Horovod's ring "
-        "all-reduce.",
+        "all-reduce. parameter_server: between-graph replication, variables on ps tasks "
+        "(see [ps]). distributed_replicated: each worker keeps a local copy, gradients "
+        "aggregated on the ps. collective_all_reduce: TensorFlow's MultiWorkerMirrored"
+        "Strategy over gRPC. replicated / independent: one process on mode.num_devices "
+        "local devices, gradients all-reduced / not exchanged at all.",
         choices=MODE_NAMES,
+    )
+    num_devices: int = fld(
+        "Devices of the in-process modes (replicated, independent). On a CPU-only machine "
+        "the CPU is split into this many logical devices.",
+        min=1,
+    )
+
+
+@dataclass(frozen=True)
+class PsConfig:
+    """The parameter-server modes (parameter_server, distributed_replicated)."""
+
+    num_ps: int = fld(
+        "Parameter-server tasks. They come on top of the workers: the job has "
+        "num_ps + launch.np processes. Variables are balanced across them by byte size.",
+        min=1,
+    )
+    sync: bool = fld(
+        "Synchronous training: each global step applies the aggregated gradients of "
+        "replicas_to_aggregate workers once (SyncReplicasOptimizer). false: every worker "
+        "applies its own gradients as soon as it has them (asynchronous)."
+    )
+    replicas_to_aggregate: int = fld(
+        "Gradients aggregated per synchronous step. 0: all workers. Fewer than the workers "
+        "makes the rest backup workers whose late gradients are dropped.",
+        min=0,
+    )
+    staged_vars: bool = fld(
+        "parameter_server only: read the variables through a staging buffer filled one "
+        "step ahead, so that fetching from the ps overlaps compute. Gradients are then "
+        "computed on variables one step stale (see docs/parameter_server.md)."
+    )
+    start_timeout_s: float = fld(
+        "How long a worker waits for its ps tasks and for the chief's initialisation, and "
+        "a ps for the chief's first word, before giving up with an error.",
+        min=0.0,
+        min_exclusive=True,
+    )
+    idle_timeout_s: float = fld(
+        "A ps task exits when it has heard nothing from the chief (heartbeat or stop "
+        "signal) for this long, so that a ps never outlives a chief that died.",
+        min=0.0,
+        min_exclusive=True,
+    )
+    debug_slow_worker: int = fld(
+        "Testing aid: this worker index sleeps debug_slow_seconds before every step, to "
+        "exercise backup workers. -1: none.",
+        min=-1,
+    )
+    debug_slow_seconds: float = fld("Testing aid: see debug_slow_worker.", min=0.0)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the tasks of a gRPC cluster are. Empty host lists: hvdbench finds them itself
+    (loopback ports when it spawns the tasks, mpi4py exchange under mpirun/srun)."""
+
+    ps_hosts: str = fld(
+        "Comma-separated host:port of the ps tasks, e.g. 'node1:2222,node2:2222'. Its "
+        "length must equal ps.num_ps."
+    )
+    worker_hosts: str = fld(
+        "Comma-separated host:port of the worker tasks; its length is the number of workers."
+    )
+    job_name: str = fld(
+        "This process's job in an explicit cluster: ps or worker. Empty: from the launcher "
+        "ranks (the first ps.num_ps ranks are ps tasks), or hvdbench spawns every task.",
+        choices=("", "ps", "worker"),
+    )
+    task_index: int = fld("This process's index within its job.", min=0)
+    advertise_address: str = fld(
+        "Address other tasks use to reach this one under mpirun/srun. Empty: this host's "
+        "name. TensorFlow's gRPC servers listen on all interfaces regardless."
+    )
+    base_port: int = fld(
+        "First port tried when ports are chosen by hvdbench (local spawn and mpirun). "
+        "0: ports the kernel reports free.",
+        min=0,
+        max=65535,
     )
 
 
@@ -262,6 +358,8 @@ class Config:
     train: TrainConfig
     mode: ModeConfig
     horovod: HorovodConfig
+    ps: PsConfig
+    cluster: ClusterConfig
     launch: LaunchConfig
     runtime: RuntimeConfig
     fault: FaultConfig
@@ -519,6 +617,10 @@ def validate(cfg: Config) -> None:
             f"fault.heartbeat_timeout_s({cfg.fault.heartbeat_timeout_s:g}) must be at least twice "
             f"fault.heartbeat_interval_s({cfg.fault.heartbeat_interval_s:g})"
         )
+    if cfg.mode.name != "horovod" or cfg.cluster.job_name:
+        from hvdbench.cluster import validate_cluster  # no TensorFlow behind it
+
+        validate_cluster(cfg)
     if cfg.launch.hosts:
         from hvdbench.launcher import parse_hosts
 

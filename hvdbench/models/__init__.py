@@ -31,7 +31,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def _load_builders() -> None:
-    if not _BUILDERS:
+    if set(_BUILDERS) != set(MODEL_SPECS):
         from hvdbench.models import applications, cifar, simple  # noqa: F401
 
 

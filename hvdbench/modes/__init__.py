@@ -33,6 +33,18 @@ class Mode(abc.ABC):
         """Processes the job needs for ``cfg.launch.np`` compute ranks (ps tasks add more)."""
         return cfg.launch.np
 
+    @staticmethod
+    def world_formula(cfg: Config, workers: int) -> str:
+        """How the job's processes add up, for error messages: ``ps(1) + workers(4)``."""
+        return f"workers({workers})"
+
+    @classmethod
+    def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
+        """Start the job on this machine without a launcher (or, with ``dry_run``, print
+        the commands it would start) and return its exit code; None leaves it to
+        ``launch.launcher`` (horovodrun or mpirun)."""
+        return None
+
     @abc.abstractmethod
     def setup(self) -> None:
         """Join the job: initialise the communication library or start servers."""
@@ -95,8 +107,13 @@ def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
 
 
 def _load() -> None:
-    if not _MODES:
-        from hvdbench.modes import horovod  # noqa: F401
+    """Import every mode module (cheap after the first time: no TensorFlow at import)."""
+    if set(_MODES) != set(MODE_NAMES):
+        from hvdbench.modes import (
+            horovod,  # noqa: F401
+            parameter_server,  # noqa: F401
+            tf_distribute,  # noqa: F401
+        )
 
 
 def registered() -> list[str]:

@@ -1,0 +1,310 @@
+"""The running gRPC cluster: servers, the ps task's life, and the control plane.
+
+TensorFlow's gRPC server has no ``stop()`` and a ps waiting in ``server.join()`` never
+returns, which is how tf_cnn_benchmarks leaves its ps tasks behind. Here a ps task instead
+waits on a **control queue** that lives on itself (a ``FIFOQueue`` of strings with a
+``shared_name``, so that the chief's graph reaches the same queue):
+
+* the chief sends ``alive`` every few seconds while it runs, and ``stop`` when it is done;
+* a ps that hears nothing for ``ps.idle_timeout_s`` (``ps.start_timeout_s`` before the
+  first word) concludes the chief is gone;
+* either way the ps leaves by exiting its process (after ``MPI_Finalize`` when it was
+  started under MPI), since the server cannot be stopped.
+
+The workers' measurements reach the chief through a queue of JSON strings on ps 0, so
+the same code works whether the tasks were spawned by hvdbench, started by mpirun or
+written into the config by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+
+from hvdbench import cluster
+from hvdbench.cluster import ClusterError, ClusterSpec, Role
+from hvdbench.config import Config
+from hvdbench.errors import UsageError
+from hvdbench.topology import Topology
+
+v1 = tf.compat.v1
+
+CONTROL_CAPACITY = 1000
+GATHER_CAPACITY = 10000
+ALIVE = b"alive"
+STOP = b"stop"
+STOP_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Where this process is: the cluster, its role, and whether MPI started it."""
+
+    spec: ClusterSpec
+    role: Role
+    under_mpi: bool
+
+
+def resolve(cfg: Config, topo: Topology, num_ps: int) -> Membership:
+    """The cluster and this process's role: explicit, or from the launcher's ranks."""
+    if cfg.cluster.job_name:
+        return Membership(
+            cluster.explicit_spec(cfg), Role(cfg.cluster.job_name, cfg.cluster.task_index), False
+        )
+    if not topo.launched:
+        raise UsageError(
+            f"mode {cfg.mode.name} needs a cluster: run `hvdbench run` without a launcher (it "
+            "starts every task itself), under mpirun/srun, or give cluster.job_name and the "
+            "host lists"
+        )
+    if topo.source == "horovod":
+        raise UsageError(
+            f"mode {cfg.mode.name}: roles from ranks need MPI (mpirun or srun --mpi=pmix), "
+            "not horovodrun; set --launch.launcher=mpirun"
+        )
+    cluster.check_ranks(num_ps, cfg.launch.np, topo.size)
+    role = cluster.role_from_rank(topo.rank, topo.size, num_ps)
+    base = cfg.cluster.base_port
+    port = cluster.free_ports(1, base + topo.rank if base else 0)[0]
+    host = cfg.cluster.advertise_address or topo.hostname
+    addresses = cluster.exchange_addresses(f"{host}:{port}")
+    if len(addresses) != topo.size:
+        raise ClusterError(
+            f"mpi4py saw {len(addresses)} rank(s), the launcher {topo.size}: is mpi4py built "
+            "against the MPI that launched this job?"
+        )
+    return Membership(cluster.spec_from_ranks(addresses, num_ps), role, True)
+
+
+def session_config(role: Role, intra: int, inter: int) -> Any:
+    """A session that sees only the ps tasks and this task, so that no task waits for
+    the others to come up (or to stay up)."""
+    filters = ["/job:ps", f"/job:{role.job}/task:{role.index}"]
+    return v1.ConfigProto(
+        device_filters=filters,
+        intra_op_parallelism_threads=intra,
+        inter_op_parallelism_threads=inter,
+        allow_soft_placement=False,
+    )
+
+
+def start_server(m: Membership, config: Any) -> Any:
+    """Start this task's gRPC server, after checking that its port is free."""
+    address = m.spec.address(m.role)
+    cluster.check_port_free(address, f"{m.role.job} task {m.role.index}")
+    return tf.distribute.Server(
+        tf.train.ClusterSpec(m.spec.as_dict()),
+        job_name=m.role.job,
+        task_index=m.role.index,
+        protocol="grpc",
+        config=config,
+        start=True,
+    )
+
+
+def wait_for_tasks(addresses: list[str], timeout_s: float, what: str) -> None:
+    """Bounded retry until every address accepts a TCP connection, so that workers may
+    start before their ps tasks."""
+    deadline = time.monotonic() + timeout_s
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        while True:
+            try:
+                with socket.create_connection((host, int(port)), timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"{what} at {address} not reachable after {timeout_s:g} s "
+                        "(ps.start_timeout_s)"
+                    ) from None
+                time.sleep(0.2)
+
+
+def ps_device(index: int) -> str:
+    return f"/job:ps/task:{index}"
+
+
+def control_queue(index: int) -> Any:
+    with tf.device(ps_device(index)):
+        return tf.queue.FIFOQueue(
+            CONTROL_CAPACITY,
+            [tf.string],
+            shapes=[[]],
+            shared_name=f"hvdbench_control_{index}",
+            name=f"hvdbench_control_{index}",
+        )
+
+
+def exit_process(code: int, under_mpi: bool) -> None:
+    """Leave now: TensorFlow's server threads cannot be stopped, so the process ends."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if under_mpi and code == 0:
+        from mpi4py import MPI
+
+        if MPI.Is_initialized() and not MPI.Is_finalized():
+            MPI.Finalize()
+    os._exit(code)
+
+
+def serve_ps(m: Membership, cfg: Config, server: Any, intra: int, inter: int) -> None:
+    """A ps task's whole life after its server started; never returns."""
+    graph = tf.Graph()
+    with graph.as_default():
+        receive = control_queue(m.role.index).dequeue()
+    config = v1.ConfigProto(
+        device_filters=[ps_device(m.role.index)],
+        intra_op_parallelism_threads=intra,
+        inter_op_parallelism_threads=inter,
+    )
+    name = f"ps task {m.role.index}"
+    code = 0
+    with v1.Session(server.target, graph=graph, config=config) as sess:
+        timeout = cfg.ps.start_timeout_s
+        while True:
+            options = v1.RunOptions(timeout_in_ms=int(timeout * 1000))
+            try:
+                word = sess.run(receive, options=options)
+            except tf.errors.DeadlineExceededError:
+                print(
+                    f"hvdbench: {name}: no word from the chief in {timeout:g} s "
+                    "(ps.idle_timeout_s); exiting",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                code = 1
+                break
+            if word == STOP:
+                # Let the chief close its sessions while this task can still answer
+                # their clean-up calls, then leave.
+                time.sleep(STOP_GRACE_S)
+                break
+            timeout = cfg.ps.idle_timeout_s
+    exit_process(code, m.under_mpi)
+
+
+class ControlPlane:
+    """The chief's and workers' side of the control queues and the gather/any queues.
+
+    Built into the worker's graph before it is finalised; run through its own plain
+    session, beside the training session.
+    """
+
+    def __init__(self, num_ps: int, num_workers: int) -> None:
+        self.num_ps = num_ps
+        self.num_workers = num_workers
+        self._msg = v1.placeholder(tf.string, [], name="hvdbench_control_msg")
+        self._send = [control_queue(i).enqueue(self._msg) for i in range(num_ps)]
+        with tf.device(ps_device(0)):
+            gather_q = tf.queue.FIFOQueue(
+                GATHER_CAPACITY, [tf.string], shapes=[[]], shared_name="hvdbench_gather"
+            )
+            self._gather_put = gather_q.enqueue(self._msg)
+            self._gather_take = gather_q.dequeue()
+            ready_q = tf.queue.FIFOQueue(
+                CONTROL_CAPACITY, [tf.string], shapes=[[]], shared_name="hvdbench_ready"
+            )
+            self._ready_n = v1.placeholder(tf.int32, [])
+            self._ready_put = ready_q.enqueue_many(tf.fill([self._ready_n], ALIVE))
+            self._ready_take = ready_q.dequeue()
+            any_up = tf.queue.FIFOQueue(
+                CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_any_up"
+            )
+            any_down = tf.queue.FIFOQueue(
+                CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_any_down"
+            )
+            self._flag = v1.placeholder(tf.int32, [])
+            self._any_put = any_up.enqueue(self._flag)
+            self._any_take_all = any_up.dequeue_many(num_workers)
+            self._any_reply = any_down.enqueue_many(tf.fill([num_workers - 1], self._flag))
+            self._any_take = any_down.dequeue()
+            done_q = tf.queue.FIFOQueue(
+                CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_done"
+            )
+            self._done_put = done_q.enqueue(1)
+            self._done_count = done_q.size()
+        self.sess: Any = None
+        self._heartbeat: threading.Thread | None = None
+        self._stop_beating = threading.Event()
+
+    def open(self, target: str, config: Any, graph: Any) -> None:
+        self.sess = v1.Session(target, graph=graph, config=config)
+
+    def _run(self, fetch: Any, feed: dict[Any, Any] | None = None, timeout_s: float = 0) -> Any:
+        options = v1.RunOptions(timeout_in_ms=int(timeout_s * 1000)) if timeout_s else None
+        return self.sess.run(fetch, feed_dict=feed, options=options)
+
+    # chief -> ps
+    def tell_ps(self, word: bytes) -> None:
+        for op in self._send:
+            self._run(op, {self._msg: word}, timeout_s=30)
+
+    def start_heartbeat(self, every_s: float) -> None:
+        def beat() -> None:
+            while not self._stop_beating.wait(every_s):
+                try:
+                    self.tell_ps(ALIVE)
+                except tf.errors.OpError:
+                    return
+
+        self.tell_ps(ALIVE)
+        self._heartbeat = threading.Thread(target=beat, name="hvdbench-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def stop_ps(self) -> None:
+        self._stop_beating.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=60)
+        self.tell_ps(STOP)
+
+    # chief -> workers: the variables are initialised
+    def announce_ready(self) -> None:
+        if self.num_workers > 1:
+            self._run(self._ready_put, {self._ready_n: self.num_workers - 1}, timeout_s=30)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        try:
+            self._run(self._ready_take, timeout_s=timeout_s)
+        except tf.errors.DeadlineExceededError:
+            raise ClusterError(
+                f"the chief did not initialise the variables within {timeout_s:g} s "
+                "(ps.start_timeout_s)"
+            ) from None
+
+    # workers -> chief
+    def put(self, obj: Any) -> None:
+        self._run(self._gather_put, {self._msg: json.dumps(obj, default=str)}, timeout_s=60)
+
+    def take(self, n: int, timeout_s: float) -> list[Any]:
+        return [json.loads(self._run(self._gather_take, timeout_s=timeout_s)) for _ in range(n)]
+
+    def any_rank(self, flag: bool, is_chief: bool, timeout_s: float) -> bool:
+        self._run(self._any_put, {self._flag: int(flag)}, timeout_s=timeout_s)
+        if is_chief:
+            result = int(max(self._run(self._any_take_all, timeout_s=timeout_s)))
+            if self.num_workers > 1:
+                self._run(self._any_reply, {self._flag: result}, timeout_s=timeout_s)
+            return bool(result)
+        return bool(self._run(self._any_take, timeout_s=timeout_s))
+
+    # end of the measured steps
+    def mark_done(self) -> int:
+        self._run(self._done_put, timeout_s=60)
+        return int(self._run(self._done_count, timeout_s=60))
+
+    def done_count(self) -> int:
+        return int(self._run(self._done_count, timeout_s=60))
+
+    def close(self) -> None:
+        if self.sess is not None:
+            self.sess.close()
+            self.sess = None

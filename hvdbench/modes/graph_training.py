@@ -1,0 +1,126 @@
+"""What the ``tf.compat.v1`` graph modes share: their optimizers and their input.
+
+``SyncReplicasOptimizer`` wraps ``tf.compat.v1.train`` optimizers only, so the gRPC graph
+modes use those, with every hyperparameter taken from the config as in the Keras modes
+(the loss, L2 term included, is :func:`hvdbench.training.loss_fn` in every mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from hvdbench.config import Config, TrainConfig
+
+v1 = tf.compat.v1
+
+
+def make_v1_optimizer(train: TrainConfig) -> Any:
+    """The configured ``tf.compat.v1.train`` optimizer."""
+    lr = train.learning_rate
+    if train.optimizer == "sgd":
+        return v1.train.GradientDescentOptimizer(lr)
+    if train.optimizer == "momentum":
+        return v1.train.MomentumOptimizer(lr, momentum=train.momentum)
+    if train.optimizer == "rmsprop":
+        return v1.train.RMSPropOptimizer(
+            lr, decay=train.rho, momentum=train.momentum, epsilon=train.epsilon
+        )
+    if train.optimizer == "adam":
+        return v1.train.AdamOptimizer(
+            lr, beta1=train.beta_1, beta2=train.beta_2, epsilon=train.epsilon
+        )
+    raise ValueError(f"unknown optimizer {train.optimizer!r}")  # validated by the config
+
+
+def synthetic_arrays(cfg: Config, worker_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """This worker's synthetic batch as arrays, drawn eagerly (before any graph is built)
+    exactly as the eager modes draw it: ``synthetic_batch(..., seed + worker_index)``."""
+    from hvdbench import models
+    from hvdbench.data.synthetic import synthetic_batch
+
+    images, labels = synthetic_batch(
+        cfg.train.per_device_batch_size,
+        models.input_shape(cfg),
+        models.num_classes(cfg),
+        cfg.train.seed + worker_index,
+    )
+    return images.numpy(), labels.numpy()
+
+
+def clip_pairs(grads_and_vars: list[tuple[Any, Any]], norm: float) -> list[tuple[Any, Any]]:
+    if norm <= 0:
+        return grads_and_vars
+    grads, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], norm)
+    return list(zip(grads, [v for _, v in grads_and_vars]))
+
+
+def make_local(variables: list[Any]) -> None:
+    """Move variables from GLOBAL_VARIABLES to LOCAL_VARIABLES: each worker initialises
+    its own copy, and the chief does not wait for the others' copies."""
+    graph = v1.get_default_graph()
+    global_vars = graph.get_collection_ref(v1.GraphKeys.GLOBAL_VARIABLES)
+    trainable = graph.get_collection_ref(v1.GraphKeys.TRAINABLE_VARIABLES)
+    ids = {id(v) for v in variables}
+    global_vars[:] = [v for v in global_vars if id(v) not in ids]
+    trainable[:] = [v for v in trainable if id(v) not in ids]
+    for v in variables:
+        graph.add_to_collection(v1.GraphKeys.LOCAL_VARIABLES, v)
+
+
+class LocalCopy:
+    """A worker-local copy of the model whose variables mirror ps variables."""
+
+    def __init__(
+        self, ps_variables: list[Any], build_local_model: Callable[[], Any], device: str
+    ) -> None:
+        self.ps_variables = ps_variables
+        with tf.device(device):
+            self.local_model = build_local_model()
+            self.local_variables = self.local_model.trainable_variables
+            make_local(self.local_model.variables)
+            if len(self.local_variables) != len(ps_variables):
+                raise RuntimeError("the local copy of the model has other variables")
+            self.refresh = self._assign_from_ps()
+
+    def _assign_from_ps(self) -> Any:
+        return tf.group(
+            *[lv.assign(pv.read_value()) for lv, pv in zip(self.local_variables, self.ps_variables)]
+        )
+
+    def refresh_after(self, op: Any) -> Any:
+        """``op``, then the copy refreshed from the ps."""
+        with tf.control_dependencies([op]):
+            return self._assign_from_ps()
+
+    def gradients(self, loss: Any) -> list[tuple[Any, Any]]:
+        """Gradients w.r.t. the local copy, paired with the ps variables they update."""
+        grads = tf.gradients(loss, self.local_variables)
+        return list(zip(grads, self.ps_variables))
+
+
+def moving_average_updates(graph: Any, first_op: int) -> list[Any]:
+    """The ``assign_sub`` ops created since op number ``first_op``: Keras batch norm's
+    moving-average updates of a forward pass, which a v1 session only runs if asked."""
+    kinds = ("AssignSubVariableOp", "AssignSub")
+    ops = [op for op in graph.get_operations()[first_op:] if op.type in kinds]
+    # A Keras model built in this window also traced itself on its Input placeholder;
+    # those updates belong to no step.
+    return [op for op in ops if not _depends_on_placeholder(op)]
+
+
+def _depends_on_placeholder(op: Any) -> bool:
+    seen = set()
+    stack = [op]
+    while stack:
+        cur = stack.pop()
+        if cur.type == "Placeholder":
+            return True
+        for t in cur.inputs:
+            if t.op.name not in seen:
+                seen.add(t.op.name)
+                stack.append(t.op)
+    return False

@@ -1,0 +1,390 @@
+"""Between-graph replication with parameter servers (``tf.compat.v1``).
+
+Every worker builds its own graph; ``replica_device_setter`` puts the variables on the ps
+tasks, balanced by byte size (:mod:`hvdbench.placement`), and the computation on the
+worker. Worker 0, the chief, initialises the variables through ``MonitoredTrainingSession``
+and writes the record; the other workers wait for its word before they start.
+
+* **sync** (``ps.sync``): ``SyncReplicasOptimizer`` aggregates ``replicas_to_aggregate``
+  gradients per global step (all workers by default; fewer makes the slowest workers
+  backups whose late gradients are dropped).
+* **async**: each worker applies its own gradients as soon as it has them.
+* **staged_vars**: see :mod:`hvdbench.modes.staging`.
+
+Ending a synchronous job takes care: a worker that has finished its measured steps keeps
+contributing gradients (unmeasured) until every worker has finished, so that no one waits
+for a gradient that will never come; the last one to finish releases any worker still
+waiting for a token. The chief then stops the ps tasks through their control queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from hvdbench.config import Config
+from hvdbench.modes import Mode, register
+
+
+class GrpcGraphMode(Mode):
+    """The parts of the ps modes around the graph: cluster, servers, control, shutdown."""
+
+    @staticmethod
+    def world_size(cfg: Config) -> int:
+        return cfg.ps.num_ps + cfg.launch.np
+
+    @staticmethod
+    def world_formula(cfg: Config, workers: int) -> str:
+        from hvdbench.cluster import world_formula
+
+        return world_formula(cfg.ps.num_ps, workers)
+
+    @classmethod
+    def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
+        if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
+            return None
+        from hvdbench import spawn
+
+        return spawn.launch(cfg, rank_argv, cfg.ps.num_ps, dry_run)
+
+    # --- setup -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import grpc_runtime as gr
+
+        cfg = self.cfg
+        tf.get_logger().setLevel("ERROR")  # tf.compat.v1's deprecation notices
+        self.membership = gr.resolve(cfg, self.topo, cfg.ps.num_ps)
+        spec, role = self.membership.spec, self.membership.role
+        intra = tf.config.threading.get_intra_op_parallelism_threads()
+        inter = tf.config.threading.get_inter_op_parallelism_threads()
+        self.session_config = gr.session_config(role, intra, inter)
+        self.server = gr.start_server(self.membership, self.session_config)
+        if role.is_ps:
+            gr.serve_ps(self.membership, cfg, self.server, intra, inter)  # never returns
+        gr.wait_for_tasks(list(spec.ps), cfg.ps.start_timeout_s, "a ps task")
+        self._closed = False
+        self._extras: list[dict[str, Any]] = []
+        self._global_steps: list[int] = []
+        self._steps_done = 0
+
+    @property
+    def worker_index(self) -> int:
+        return self.membership.role.index
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.membership.spec.worker)
+
+    @property
+    def sync(self) -> bool:
+        return self.cfg.ps.sync
+
+    @property
+    def replicas_to_aggregate(self) -> int:
+        return self.cfg.ps.replicas_to_aggregate or self.num_workers
+
+    # --- the session -------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench.cluster import ClusterError
+
+        v1 = tf.compat.v1
+        cfg = self.cfg
+        self.control.open(self.server.target, self.session_config, self.graph)
+        if self.is_chief:
+            self.control.start_heartbeat(max(0.5, min(5.0, cfg.ps.idle_timeout_s / 4)))
+        else:
+            self.control.wait_ready(cfg.ps.start_timeout_s)
+        hooks = list(self.hooks)
+        try:
+            with self.graph.as_default():
+                self.sess = v1.train.MonitoredTrainingSession(
+                    master=self.server.target,
+                    is_chief=self.is_chief,
+                    hooks=hooks,
+                    config=self.session_config,
+                    checkpoint_dir=None,
+                    save_checkpoint_secs=None,
+                    save_checkpoint_steps=None,
+                    save_summaries_steps=None,
+                    save_summaries_secs=None,
+                    log_step_count_steps=None,
+                    max_wait_secs=cfg.ps.start_timeout_s,
+                    # SyncReplicasOptimizer's chief queue runner waits for gradients
+                    # that no longer come: closing the session cancels it, no need to
+                    # wait the default 120 s for it first.
+                    stop_grace_period_secs=1,
+                )
+        except tf.errors.DeadlineExceededError:
+            raise ClusterError(
+                f"worker {self.worker_index}: no session within {cfg.ps.start_timeout_s:g} s"
+            ) from None
+        if self.is_chief:
+            self.control.announce_ready()
+        self.after_initialize()
+        # Start together: a chief that began alone would fill every synchronous step
+        # with its own gradients while the others are still opening their sessions.
+        self.any_rank(False)
+
+    def after_initialize(self) -> None:  # noqa: B027 - hook for subclasses
+        """Run once the session exists (e.g. prime the staging buffers)."""
+
+    def step(self) -> float:
+        ps = self.cfg.ps
+        if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
+            time.sleep(ps.debug_slow_seconds)
+        _, loss, global_step = self.sess.run(self.fetches)
+        self._steps_done += 1
+        self._global_steps.append(int(global_step))
+        return float(loss)
+
+    def _drain(self) -> None:
+        """Keep a synchronous job moving until every worker has finished its steps."""
+        n = self.control.mark_done()
+        drained = 0
+        while n < self.num_workers:
+            self.sess.run(self.train_op)
+            drained += 1
+            n = self.control.done_count()
+        if drained == 0:  # the last to finish: free anyone still waiting for a token
+            self.control._run(self.release_op, timeout_s=60)
+        self.drained_steps = drained
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
+        self.drained_steps = 0
+        if self.sync:
+            self._drain()
+        extra = {
+            "worker": self.worker_index,
+            "global_steps_seen": self._global_steps,
+            "drained_steps": self.drained_steps,
+        }
+        if not self.is_chief:
+            self._close_training_session()
+            self.control.put({"index": self.worker_index, "obj": obj, "extra": extra})
+            return None
+        items = self.control.take(self.num_workers - 1, timeout)
+        items.append({"index": 0, "obj": obj, "extra": extra})
+        items.sort(key=lambda d: d["index"])
+        self._extras = [d["extra"] for d in items]
+        return [d["obj"] for d in items]
+
+    def any_rank(self, flag: bool) -> bool:
+        timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
+        return self.control.any_rank(flag, self.is_chief, timeout)
+
+    def read_variables(self) -> list[Any]:
+        """The current values of the model's trainable variables (for tests and checks)."""
+        return list(self.sess.run(self.model_variables))
+
+    def read_global_step(self) -> int:
+        return int(self.sess.run(self.global_step_read))
+
+    def _close_training_session(self) -> None:
+        import tensorflow as tf
+
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with _quiet_cancelled_runners():
+                self.sess.close()
+        except (tf.errors.CancelledError, tf.errors.OutOfRangeError):
+            # SyncReplicasOptimizer's chief queue runner is cancelled while its session
+            # closes: the normal end of a synchronous job, not a failure.
+            pass
+        except RuntimeError as e:  # the coordinator re-raises the runner's error wrapped
+            if "Cancelled" not in str(e) and "cancelled" not in str(e):
+                raise
+
+    def shutdown(self) -> None:
+        if not hasattr(self, "control"):
+            return
+        if hasattr(self, "sess"):
+            self._close_training_session()
+        if self.is_chief and self.control.sess is not None:
+            self.control.stop_ps()
+        self.control.close()
+
+    def details(self) -> dict[str, Any]:
+        from hvdbench.cluster import describe
+
+        out: dict[str, Any] = {
+            "num_ps": len(self.membership.spec.ps),
+            "num_workers": self.num_workers,
+            "sync": self.sync,
+            "replicas_to_aggregate": self.replicas_to_aggregate if self.sync else None,
+            "staged_vars": self.cfg.ps.staged_vars,
+            "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
+            **describe(self.membership.spec, self.membership.role),
+            "placement": {
+                "bytes_per_ps": list(self.placer.loads),
+                "share_per_ps": self.placer.shares(),
+                "variables": [{"name": n, "bytes": b, "ps": t} for n, b, t in self.placer.placed],
+            },
+            "workers": self._extras,
+        }
+        try:
+            out["final_global_step"] = self.read_global_step()
+        except Exception:  # noqa: BLE001 - a detail, never a reason to lose the record
+            out["final_global_step"] = None
+        return out
+
+    def build(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import models
+        from hvdbench.grpc_runtime import ControlPlane
+        from hvdbench.modes import graph_training as gt
+        from hvdbench.placement import GreedyByteSize
+
+        v1 = tf.compat.v1
+        cfg = self.cfg
+        images_np, labels_np = gt.synthetic_arrays(cfg, self.worker_index)
+        spec = self.membership.spec
+        num_ps, n = len(spec.ps), self.num_workers
+        self.worker_device = f"/job:worker/task:{self.worker_index}"
+        self.graph = tf.Graph()
+        self.placer = GreedyByteSize(num_ps)
+        with self.graph.as_default():
+            v1.set_random_seed(cfg.train.seed)
+            tf.keras.utils.set_random_seed(cfg.train.seed)
+            setter = v1.train.replica_device_setter(
+                ps_tasks=num_ps,
+                worker_device=self.worker_device,
+                cluster=tf.train.ClusterSpec(spec.as_dict()),
+                ps_strategy=self.placer,
+            )
+            with v1.device(setter):
+                global_step = v1.train.get_or_create_global_step()
+                model = models.build(cfg)
+                self.model_variables = model.trainable_variables
+                images = tf.constant(images_np)
+                labels = tf.constant(labels_np)
+                opt = gt.make_v1_optimizer(cfg.train)
+                if self.sync:
+                    opt = v1.train.SyncReplicasOptimizer(
+                        opt, replicas_to_aggregate=self.replicas_to_aggregate, total_num_replicas=n
+                    )
+                first_op = len(self.graph.get_operations())
+                loss, gv, deps = self._gradients(opt, model, images, labels)
+                # Batch norm's moving averages: in a v1 graph nothing runs unless fetched,
+                # so the assign_sub ops of this forward pass are made to run every step.
+                deps = deps + gt.moving_average_updates(self.graph, first_op)
+                gv = gt.clip_pairs(gv, cfg.train.gradient_clip_norm)
+                if deps:  # on the gradients, not around apply_gradients, whose side ops
+                    # (SyncReplicasOptimizer's readiness checks) must not wait for a step
+                    with tf.control_dependencies(deps):
+                        gv = [(tf.identity(g), v) for g, v in gv]
+                apply = opt.apply_gradients(gv, global_step=global_step)
+                self.train_op = self._after_apply(apply)
+                self.global_step_read = tf.identity(global_step)
+                self.fetches = [self.train_op, loss, self.global_step_read]
+                self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
+                if self.sync:
+                    with tf.device(global_step.device):
+                        tokens = tf.fill([n], global_step.read_value())
+                        self.release_op = opt._sync_token_queue.enqueue_many((tokens,))
+            self.control = ControlPlane(num_ps, n)
+
+    def _gradients(
+        self, opt: Any, model: Any, images: Any, labels: Any
+    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+        """The loss, (gradient, ps variable) pairs, and what the gradients must wait for."""
+        from hvdbench import training
+
+        loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
+        return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
+
+    def _after_apply(self, apply: Any) -> Any:
+        return apply
+
+
+@register("parameter_server")
+class ParameterServerMode(GrpcGraphMode):
+    """Variables on the ps tasks; workers compute; sync or async updates."""
+
+    staging: Any = None
+
+    def _gradients(
+        self, opt: Any, model: Any, images: Any, labels: Any
+    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+        if not self.cfg.ps.staged_vars:
+            return super()._gradients(opt, model, images, labels)
+        import tensorflow as tf
+
+        from hvdbench import models, training
+        from hvdbench.modes.staging import StagedVariables
+
+        cfg = self.cfg
+        with tf.compat.v1.device(None):  # the local copy stays off the ps
+            self.staging = StagedVariables(
+                self.model_variables, lambda: models.build(cfg), self.worker_device
+            )
+        wd = cfg.train.weight_decay
+        loss = self.staging.compute_after_take(lambda m: training.loss_fn(m, images, labels, wd))
+        # The ps values for the next step are read before this step's update.
+        return loss, self.staging.gradients(loss), [self.staging.refill]
+
+    def after_initialize(self) -> None:
+        if self.staging is not None:
+            self.staging.prime(self.sess)
+
+
+@register("distributed_replicated")
+class DistributedReplicatedMode(GrpcGraphMode):
+    """Each worker computes on its own copy of the variables; the gradients are
+    aggregated into the shadow variables on the ps (sync or async, as in
+    parameter_server), and each worker then refreshes its copy from them."""
+
+    def _gradients(
+        self, opt: Any, model: Any, images: Any, labels: Any
+    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+        import tensorflow as tf
+
+        from hvdbench import models, training
+        from hvdbench.modes.graph_training import LocalCopy
+
+        cfg = self.cfg
+        with tf.compat.v1.device(None):  # the copy stays on the worker
+            self.copy = LocalCopy(
+                self.model_variables, lambda: models.build(cfg), self.worker_device
+            )
+        loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
+        return loss, self.copy.gradients(loss), []
+
+    def _after_apply(self, apply: Any) -> Any:
+        return self.copy.refresh_after(apply)
+
+    def after_initialize(self) -> None:
+        self.sess.run(self.copy.refresh)  # start from the chief's initial values
+
+
+@contextlib.contextmanager
+def _quiet_cancelled_runners() -> Iterator[None]:
+    """While a session closes, a queue-runner thread cancelled by the close is the normal
+    end of SyncReplicasOptimizer's chief, not an error worth a traceback."""
+    import tensorflow as tf
+
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if issubclass(args.exc_type, tf.errors.CancelledError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        time.sleep(0.2)  # let cancelled runner threads report before restoring the hook
+        threading.excepthook = previous

@@ -1,0 +1,74 @@
+"""Staged variables (``ps.staged_vars``): fetching from the ps overlaps the computation.
+
+The only module that imports TensorFlow's private ``data_flow_ops``: ``StagingArea`` is
+not exported in ``tf.compat.v1``.
+
+How it works, per worker:
+
+* the model computes on a **local copy** of the variables (worker-local, in
+  ``LOCAL_VARIABLES`` so that every worker initialises its own);
+* a ``StagingArea`` on the worker holds one set of values fetched from the ps;
+* each step takes the staged set into the local copy, computes the gradients, and, while
+  it computes, stages the ps values **as they are before this step's update** for the
+  next step; the update is applied to the ps variables after that read.
+
+So the gradient applied at step k was computed on the variables of step k-1: one step
+stale. Step 0 and step 1 both compute on the initial values (the buffer is primed with
+them), and in general the loss a worker reports at step k is the loss of the variables
+before step k-1's update. With several workers, "step" means this worker's steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.python.ops import data_flow_ops  # private: StagingArea is not exported
+
+from hvdbench.modes.graph_training import make_local
+
+v1 = tf.compat.v1
+
+
+class StagedVariables:
+    """A local model fed with one-step-stale values of the ps variables."""
+
+    def __init__(
+        self, ps_variables: list[Any], build_local_model: Callable[[], Any], device: str
+    ) -> None:
+        self.ps_variables = ps_variables
+        with tf.device(device):
+            self.local_model = build_local_model()
+            self.local_variables = self.local_model.trainable_variables
+            make_local(self.local_model.variables)
+            if len(self.local_variables) != len(ps_variables):
+                raise RuntimeError("the local copy of the model has other variables")
+            self.area = data_flow_ops.StagingArea(
+                dtypes=[v.dtype.base_dtype for v in ps_variables],
+                shapes=[v.shape for v in ps_variables],
+                capacity=2,
+            )
+            self.prime_op = self.area.put([v.read_value() for v in ps_variables])
+            staged = self.area.get()
+            staged = staged if isinstance(staged, (list, tuple)) else [staged]
+            self.take = tf.group(
+                *[lv.assign(value) for lv, value in zip(self.local_variables, staged)]
+            )
+            with tf.control_dependencies([self.take]):
+                # The ps values before this step's update, for the next step.
+                self.refill = self.area.put([v.read_value() for v in ps_variables])
+
+    def prime(self, sess: Any) -> None:
+        """Stage the initial values once, before the first step."""
+        sess.run(self.prime_op)
+
+    def compute_after_take(self, fn: Callable[[Any], Any]) -> Any:
+        """Build ``fn(local_model)`` so that it reads the local copy after the take."""
+        with tf.control_dependencies([self.take]):
+            return fn(self.local_model)
+
+    def gradients(self, loss: Any) -> list[tuple[Any, Any]]:
+        """Gradients w.r.t. the local copy, paired with the ps variables they update."""
+        grads = tf.gradients(loss, self.local_variables)
+        return list(zip(grads, self.ps_variables))

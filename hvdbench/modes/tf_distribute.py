@@ -1,0 +1,317 @@
+"""The tf.distribute modes: collective all-reduce over gRPC, and several local devices.
+
+* ``collective_all_reduce``: ``MultiWorkerMirroredStrategy`` with the ring all-reduce,
+  one replica per worker process; hvdbench writes ``TF_CONFIG`` from the cluster it
+  resolved (spawned on loopback, from MPI ranks, or explicit), so no user writes one.
+* ``replicated``: one process, ``MirroredStrategy`` over ``mode.num_devices`` local
+  devices (on a CPU-only machine, logical CPU devices), gradients all-reduced.
+* ``independent``: one process, a model and optimizer per device, nothing exchanged: the
+  communication-free upper bound of the other modes.
+
+Every device draws its synthetic batch from ``seed + device index``, and the loss is the
+same :func:`hvdbench.training.loss_fn` as in the other modes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from hvdbench.config import Config
+from hvdbench.modes import Mode, register
+
+
+@register("collective_all_reduce")
+class CollectiveAllReduceMode(Mode):
+    """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
+
+    @classmethod
+    def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
+        if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
+            return None
+        from hvdbench import spawn
+
+        return spawn.launch(cfg, rank_argv, 0, dry_run)
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import cluster, grpc_runtime
+
+        tf.get_logger().setLevel("ERROR")
+        self.membership = grpc_runtime.resolve(self.cfg, self.topo, 0)
+        spec, role = self.membership.spec, self.membership.role
+        cluster.check_port_free(spec.address(role), f"worker task {role.index}")
+        os.environ["TF_CONFIG"] = cluster.tf_config(spec, role)
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+            timeout_seconds=self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s,
+        )
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+    @property
+    def worker_index(self) -> int:
+        return self.membership.role.index
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.membership.spec.worker)
+
+    def build(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import models, training
+        from hvdbench.data import make_input
+
+        cfg = self.cfg
+        training.set_precision_policy(cfg)
+        tf.keras.utils.set_random_seed(cfg.train.seed)
+        with self.strategy.scope():
+            self.model = models.build(cfg)
+            self.optimizer = training.make_optimizer(cfg.train)
+            training.build_optimizer_state(self.optimizer, self.model.trainable_variables)
+        self.next_batch = make_input(
+            cfg, models.input_shape(cfg), models.num_classes(cfg), self.worker_index
+        )
+        model, opt, strategy = self.model, self.optimizer, self.strategy
+        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(images: Any, labels: Any) -> Any:
+            variables = model.trainable_variables
+            with tf.GradientTape() as tape:
+                loss = training.loss_fn(model, images, labels, wd)
+                # The optimizer sums gradients across replicas: scale to an average.
+                scaled = training.scale_loss(opt, loss / replicas)
+            grads = training.unscale(opt, tape.gradient(scaled, variables))
+            if clip_norm > 0:
+                grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
+                grads = training.clip(grads, clip_norm)
+                opt.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+            else:
+                opt.apply_gradients(zip(grads, variables))
+            return loss
+
+        @tf.function(jit_compile=False)
+        def step(images: Any, labels: Any) -> Any:
+            per_replica = strategy.run(replica_step, args=(images, labels))
+            return strategy.experimental_local_results(per_replica)[0]
+
+        self._step = step
+
+    def initialize(self) -> None:
+        """MirroredVariables start from the chief's values: the strategy broadcasts them."""
+
+    def step(self) -> float:
+        images, labels = self.next_batch()
+        return float(self._step(images, labels))
+
+    def _all_reduce_max(self, value: int) -> int:
+        import tensorflow as tf
+
+        t = tf.constant([value], tf.int64)  # ReduceOp has no MAX: gather, then max
+        everyone = self.strategy.gather(self.strategy.run(lambda: tf.identity(t)), axis=0)
+        return int(everyone.numpy().max())
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every worker's object: JSON bytes, padded to the longest, all-gathered."""
+        import numpy as np
+        import tensorflow as tf
+
+        data = json.dumps(obj, default=str).encode()
+        width = self._all_reduce_max(len(data))
+        padded = np.zeros([1, width + 8], np.int32)  # collectives take no uint8
+        padded[0, :8] = np.frombuffer(len(data).to_bytes(8, "little"), np.uint8)
+        padded[0, 8 : 8 + len(data)] = np.frombuffer(data, np.uint8)
+        local = tf.constant(padded)
+        everyone = self.strategy.gather(self.strategy.run(lambda: tf.identity(local)), axis=0)
+        rows = everyone.numpy()
+        out = []
+        for row in rows.astype(np.uint8):
+            n = int.from_bytes(row[:8].tobytes(), "little")
+            out.append(json.loads(row[8 : 8 + n].tobytes()))
+        return out
+
+    def any_rank(self, flag: bool) -> bool:
+        return self._all_reduce_max(1 if flag else 0) > 0
+
+    def details(self) -> dict[str, Any]:
+        from hvdbench.cluster import describe
+
+        return {
+            "num_workers": self.num_workers,
+            "communication": "RING",
+            "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
+            "replicas_in_sync": int(self.strategy.num_replicas_in_sync),
+            **describe(self.membership.spec, self.membership.role),
+        }
+
+    def shutdown(self) -> None:
+        # The strategy's gRPC server cannot be stopped; the workers leave together, so
+        # no one waits on a peer that has gone (see grpc_runtime.exit_process).
+        if hasattr(self, "strategy"):
+            self.any_rank(False)
+
+
+class LocalDevicesMode(Mode):
+    """One process, ``mode.num_devices`` devices; reported as that many compute devices."""
+
+    _step: Any
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        n = self.cfg.mode.num_devices
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus and len(gpus) >= n:
+            self.devices = [f"/gpu:{i}" for i in range(n)]
+        else:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+            )
+            self.devices = [f"/cpu:{i}" for i in range(n)]
+
+    @property
+    def worker_index(self) -> int:
+        return 0
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.devices)
+
+    def _batches(self) -> list[tuple[Any, Any]]:
+        import tensorflow as tf
+
+        from hvdbench import models
+        from hvdbench.data.synthetic import synthetic_batch
+
+        cfg = self.cfg
+        shape, classes = models.input_shape(cfg), models.num_classes(cfg)
+        out = []
+        for i, d in enumerate(self.devices):
+            with tf.device(d):
+                out.append(
+                    synthetic_batch(
+                        cfg.train.per_device_batch_size, shape, classes, cfg.train.seed + i
+                    )
+                )
+        return out
+
+    def initialize(self) -> None:
+        """Each model starts from the same seed."""
+
+    def step(self) -> float:
+        return float(self._step())
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """One entry per device: the process's step times are every device's."""
+        out = []
+        for i in range(len(self.devices)):
+            entry = json.loads(json.dumps(obj, default=str))
+            if isinstance(entry, dict) and "measurement" in entry:
+                entry["measurement"]["rank"] = i
+            out.append(entry)
+        return out
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+    def details(self) -> dict[str, Any]:
+        return {"devices": self.devices, "processes": 1}
+
+
+@register("replicated")
+class ReplicatedMode(LocalDevicesMode):
+    """``MirroredStrategy`` over the local devices: gradients all-reduced in process."""
+
+    def build(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import models, training
+
+        cfg = self.cfg
+        training.set_precision_policy(cfg)
+        tf.keras.utils.set_random_seed(cfg.train.seed)
+        strategy = tf.distribute.MirroredStrategy(self.devices)
+        self.strategy = strategy
+        with strategy.scope():
+            model = models.build(cfg)
+            opt = training.make_optimizer(cfg.train)
+            training.build_optimizer_state(opt, model.trainable_variables)
+        self.model, self.optimizer = model, opt
+        batches = self._batches()
+        data = strategy.experimental_distribute_values_from_function(
+            lambda ctx: batches[ctx.replica_id_in_sync_group]
+        )
+        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(batch: Any) -> Any:
+            images, labels = batch
+            variables = model.trainable_variables
+            with tf.GradientTape() as tape:
+                loss = training.loss_fn(model, images, labels, wd)
+                scaled = training.scale_loss(opt, loss / replicas)
+            grads = training.unscale(opt, tape.gradient(scaled, variables))
+            if clip_norm > 0:
+                grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
+                grads = training.clip(grads, clip_norm)
+                opt.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+            else:
+                opt.apply_gradients(zip(grads, variables))
+            return loss
+
+        @tf.function
+        def step() -> Any:
+            losses = strategy.run(replica_step, args=(data,))
+            return strategy.reduce("MEAN", losses, axis=None)
+
+        self._step = step
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **super().details(),
+            "cross_device_ops": type(self.strategy.extended._cross_device_ops).__name__,
+        }
+
+
+@register("independent")
+class IndependentMode(LocalDevicesMode):
+    """A model per device and no exchange at all."""
+
+    def build(self) -> None:
+        import tensorflow as tf
+
+        from hvdbench import models, training
+
+        cfg = self.cfg
+        training.set_precision_policy(cfg)
+        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+        towers = []
+        for d in self.devices:
+            tf.keras.utils.set_random_seed(cfg.train.seed)
+            with tf.device(d):
+                model = models.build(cfg)
+                opt = training.make_optimizer(cfg.train)
+                training.build_optimizer_state(opt, model.trainable_variables)
+            towers.append((d, model, opt))
+        self.towers = towers
+        batches = self._batches()
+
+        @tf.function
+        def step() -> Any:
+            losses = []
+            for (d, model, opt), (images, labels) in zip(towers, batches):
+                with tf.device(d):
+                    variables = model.trainable_variables
+                    with tf.GradientTape() as tape:
+                        loss = training.loss_fn(model, images, labels, wd)
+                        scaled = training.scale_loss(opt, loss)
+                    grads = training.unscale(opt, tape.gradient(scaled, variables))
+                    opt.apply_gradients(zip(training.clip(grads, clip_norm), variables))
+                    losses.append(loss)
+            return tf.add_n(losses) / len(losses)
+
+        self._step = step

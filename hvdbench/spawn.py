@@ -1,0 +1,133 @@
+"""Local launch of a gRPC cluster: every ps and worker task as a child on loopback.
+
+``hvdbench run --mode.name=parameter_server --np 2`` lands here: it picks free ports,
+builds the explicit cluster (``--cluster.*`` overrides, so each child is an ordinary
+explicit-cluster run), starts the tasks in one process group, and supervises them:
+
+* a worker that fails ends the job at once (its exit code is the job's);
+* when every worker succeeded, the ps tasks have been told to stop by the chief; one
+  that has not left within a grace period is killed and reported;
+* whatever happens, the group is killed on the way out, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from hvdbench import cluster, launcher
+from hvdbench.cluster import ClusterSpec, Role
+from hvdbench.config import Config
+
+PS_GRACE_S = 30.0
+
+
+def task_argv(rank_argv: Sequence[str], spec: ClusterSpec, role: Role) -> list[str]:
+    """The child's hvdbench arguments: the user's, plus its place in the explicit cluster."""
+    return [
+        *rank_argv,
+        f"--cluster.ps_hosts={','.join(spec.ps)}",
+        f"--cluster.worker_hosts={','.join(spec.worker)}",
+        f"--cluster.job_name={role.job}",
+        f"--cluster.task_index={role.index}",
+    ]
+
+
+def plan(cfg: Config, num_ps: int, ports: Sequence[int]) -> tuple[ClusterSpec, list[Role]]:
+    """The loopback cluster and the roles to start, ps first."""
+    workers = cfg.launch.np or 1
+    spec = cluster.local_spec(num_ps, workers, ports)
+    roles = [Role("ps", i) for i in range(num_ps)] + [Role("worker", i) for i in range(workers)]
+    return spec, roles
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A child runs as one task of a launched job, never launching again."""
+    return {**env, "HVDBENCH_LAUNCHED": "1"}
+
+
+def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = False) -> int:
+    """Start, supervise and reap every task of a local cluster; return the job's exit code.
+    With ``dry_run``, print the task commands (on ports free now) instead."""
+    workers = cfg.launch.np or 1
+    ports = cluster.free_ports(num_ps + workers, cfg.cluster.base_port)
+    spec, roles = plan(cfg, num_ps, ports)
+    if dry_run:
+        for role in roles:
+            print(" ".join(launcher.rank_command(task_argv(rank_argv, spec, role))))
+        return 0
+    for role in roles:
+        cluster.check_port_free(spec.address(role), f"{role.job} task {role.index}")
+    procs: dict[Role, subprocess.Popen[bytes]] = {}
+    pgid = 0
+
+    def kill_all(signum: int = signal.SIGKILL) -> None:
+        if pgid:
+            try:
+                os.killpg(pgid, signum)
+            except ProcessLookupError:
+                pass
+
+    def forward(signum: int, _frame: object) -> None:
+        kill_all(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for role in roles:
+            cmd = launcher.rank_command(task_argv(rank_argv, spec, role))
+            proc = subprocess.Popen(
+                cmd,
+                env=child_env(os.environ),
+                process_group=pgid,  # the first child founds the group, the rest join it
+            )
+            if not pgid:
+                pgid = proc.pid
+            procs[role] = proc
+        return _supervise(procs)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        kill_all()
+        for proc in procs.values():
+            proc.wait()
+
+
+def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
+    workers = {r: p for r, p in procs.items() if not r.is_ps}
+    ps = {r: p for r, p in procs.items() if r.is_ps}
+    while True:
+        codes = {r: p.poll() for r, p in procs.items()}
+        failed = [(r, c) for r, c in codes.items() if c not in (None, 0)]
+        if failed:
+            role, code = failed[0]
+            print(
+                f"hvdbench: {role.job} task {role.index} exited with code {code}; "
+                "stopping the other tasks",
+                file=sys.stderr,
+                flush=True,
+            )
+            return code if code and code > 0 else 1
+        if all(codes[r] == 0 for r in workers):
+            break
+        time.sleep(0.1)
+    deadline = time.monotonic() + PS_GRACE_S
+    while time.monotonic() < deadline:
+        ps_codes = {r: p.poll() for r, p in ps.items()}
+        if all(c is not None for c in ps_codes.values()):
+            bad = [(r, c) for r, c in ps_codes.items() if c != 0]
+            if bad:
+                role, ps_code = bad[0]
+                print(f"hvdbench: ps task {role.index} exited with code {ps_code}", file=sys.stderr)
+                return 1
+            return 0
+        time.sleep(0.1)
+    print(
+        f"hvdbench: ps task(s) still running {PS_GRACE_S:g} s after the workers finished; killed",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
