@@ -119,7 +119,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             progress=progress,
         )
         port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
-        infos = mode.gather({"rank": rank_info, "port": port})
+        infos = mode.exchange({"rank": rank_info, "port": port})
         if mode.is_chief:
             assert infos is not None
             run.start([i["rank"] for i in infos])
@@ -301,6 +301,7 @@ class Run:
         return self._write(
             {
                 "status": "complete",
+                "mode_details": self.mode.details(),  # settings and end-of-run state
                 "totals": totals.to_dict(),
                 "per_rank": gathered,
                 "chief_losses": list(self.losses),

@@ -65,6 +65,11 @@ class Mode(abc.ABC):
     def gather(self, obj: Any) -> list[Any] | None:
         """Collect one object from every compute rank, in rank order, on the chief at least."""
 
+    def exchange(self, obj: Any) -> list[Any] | None:
+        """Collect one object from every compute rank on the chief at least, at start-up,
+        without the end-of-run side effects :meth:`gather` may have."""
+        return self.gather(obj)
+
     @abc.abstractmethod
     def any_rank(self, flag: bool) -> bool:
         """True on every compute rank if ``flag`` is true on any. A collective: every

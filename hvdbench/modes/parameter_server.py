@@ -178,6 +178,17 @@ class GrpcGraphMode(Mode):
         self._extras = [d["extra"] for d in items]
         return [d["obj"] for d in items]
 
+    def exchange(self, obj: Any) -> list[Any] | None:
+        """Start-up exchange through ps 0's gather queue; the training session stays open."""
+        if not self.is_chief:
+            self.control.put({"index": self.worker_index, "obj": obj, "extra": {}})
+            return None
+        timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
+        items = self.control.take(self.num_workers - 1, timeout)
+        items.append({"index": 0, "obj": obj})
+        items.sort(key=lambda d: d["index"])
+        return [d["obj"] for d in items]
+
     def any_rank(self, flag: bool) -> bool:
         timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
         return self.control.any_rank(flag, self.is_chief, timeout)

@@ -210,8 +210,8 @@ class LocalDevicesMode(Mode):
         out = []
         for i in range(len(self.devices)):
             entry = json.loads(json.dumps(obj, default=str))
-            if isinstance(entry, dict) and "measurement" in entry:
-                entry["measurement"]["rank"] = i
+            if isinstance(entry, dict) and "step_times" in entry:
+                entry["rank"] = i
             out.append(entry)
         return out
 

@@ -28,14 +28,29 @@ INTERVAL = 0.5
 
 def start_job(tmp_path: Path, launcher: str) -> subprocess.Popen[str]:
     cmd = [
-        sys.executable, "-m", "hvdbench", "run", "--np", "2", f"--launch.launcher={launcher}",
-        f"--output.dir={tmp_path / 'records'}", "--model.name=mnist_mlp",
-        "--train.num_warmup_steps=2", "--train.num_steps=1000000", "--train.display_every=20",
-        f"--fault.heartbeat_timeout_s={HEARTBEAT_TIMEOUT}", f"--fault.heartbeat_interval_s={INTERVAL}",
+        sys.executable,
+        "-m",
+        "hvdbench",
+        "run",
+        "--np",
+        "2",
+        f"--launch.launcher={launcher}",
+        f"--output.dir={tmp_path / 'records'}",
+        "--model.name=mnist_mlp",
+        "--train.num_warmup_steps=2",
+        "--train.num_steps=1000000",
+        "--train.display_every=20",
+        f"--fault.heartbeat_timeout_s={HEARTBEAT_TIMEOUT}",
+        f"--fault.heartbeat_interval_s={INTERVAL}",
     ]
     return subprocess.Popen(
-        cmd, env=base_env(), cwd=tmp_path, start_new_session=True, text=True,
-        stdout=open(tmp_path / "out.txt", "w"), stderr=open(tmp_path / "err.txt", "w"),
+        cmd,
+        env=base_env(),
+        cwd=tmp_path,
+        start_new_session=True,
+        text=True,
+        stdout=open(tmp_path / "out.txt", "w"),
+        stderr=open(tmp_path / "err.txt", "w"),
     )
 
 
@@ -98,7 +113,9 @@ def test_lost_rank_ends_the_job_and_keeps_the_measurements(tmp_path, launcher, f
         if fault == "SIGKILL":
             assert f"rank 1 on host {host} was lost" in err
         else:
-            m = re.search(rf"rank 1 on host {host} stopped responding: no heartbeat for ([\d.]+) s", err)
+            m = re.search(
+                rf"rank 1 on host {host} stopped responding: no heartbeat for ([\d.]+) s", err
+            )
             assert m, err
             assert HEARTBEAT_TIMEOUT <= float(m.group(1)) < HEARTBEAT_TIMEOUT + 2 * INTERVAL + 1
             # detected within the configured bound, plus the launcher's teardown

@@ -140,10 +140,16 @@ def test_end_to_end_run_writes_a_record(tmp_path, which):
 
 
 def test_world_size_that_does_not_match_the_config_is_refused(tmp_path):
-    cmd = launch_argv("mpirun", 2, [sys.executable, "-m", "hvdbench", "run", "--np", "3",
-                                    f"--output.dir={tmp_path / 'out'}"])
+    cmd = launch_argv(
+        "mpirun",
+        2,
+        [sys.executable, "-m", "hvdbench", "run", "--np", "3", f"--output.dir={tmp_path / 'out'}"],
+    )
     r = run(cmd, timeout=120, cwd=tmp_path)
     assert r.returncode == 2, r.output
-    assert "launch.np: the launcher started 2 processes but mode horovod with launch.np=3 needs 3" in r.stderr
+    assert (
+        "launch.np: the launcher started 2 processes but mode horovod with launch.np=3 needs 3"
+        in r.stderr
+    )
     assert "Traceback" not in r.output
     assert not (tmp_path / "out").exists()

@@ -39,9 +39,15 @@ def bad_override(draw: st.DrawFn) -> tuple[str, str]:
     if kind == "wrong_type":
         key = draw(st.sampled_from([k for k in KEYS if field_meta(k)[0] in (int, float, bool)]))
         tp, _ = field_meta(key)
-        value = draw(JUNK) if tp is not int else draw(st.sampled_from(["1.5", "ten", "1e3", "0x10", ""]))
+        value = (
+            draw(JUNK)
+            if tp is not int
+            else draw(st.sampled_from(["1.5", "ten", "1e3", "0x10", ""]))
+        )
         return f"--{key}={value}", key
-    bounded = [k for k in KEYS if field_meta(k)[1]["min"] is not None or field_meta(k)[1]["choices"]]
+    bounded = [
+        k for k in KEYS if field_meta(k)[1]["min"] is not None or field_meta(k)[1]["choices"]
+    ]
     key = draw(st.sampled_from(bounded))
     tp, meta = field_meta(key)
     if meta["choices"]:
@@ -78,7 +84,9 @@ def assert_rejected(capsys, argv: list[str], key: str, out_dir: str) -> None:
 
 
 PROPERTY = settings(
-    derandomize=True, max_examples=150, deadline=None,
+    derandomize=True,
+    max_examples=150,
+    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
@@ -98,16 +106,28 @@ def test_bad_file(capsys, tmp_path, case):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     out_dir = str(tmp_path / "out")
-    assert_rejected(capsys, ["run", "--dry-run", str(path), f"--output.dir={out_dir}"], key, out_dir)
+    assert_rejected(
+        capsys, ["run", "--dry-run", str(path), f"--output.dir={out_dir}"], key, out_dir
+    )
 
 
 @PROPERTY
 @given(np_=st.integers(min_value=2, max_value=64), data=st.data())
 def test_impossible_host_arithmetic(capsys, tmp_path, np_, data):
-    slots = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=4).filter(lambda s: sum(s) < np_))
+    slots = data.draw(
+        st.lists(st.integers(1, 4), min_size=1, max_size=4).filter(lambda s: sum(s) < np_)
+    )
     hosts = ",".join(f"n{i}:{s}" for i, s in enumerate(slots))
     out_dir = str(tmp_path / "out")
     assert_rejected(
-        capsys, ["run", "--dry-run", f"--launch.np={np_}", f"--launch.hosts={hosts}", f"--output.dir={out_dir}"],
-        "launch.hosts", out_dir,
+        capsys,
+        [
+            "run",
+            "--dry-run",
+            f"--launch.np={np_}",
+            f"--launch.hosts={hosts}",
+            f"--output.dir={out_dir}",
+        ],
+        "launch.hosts",
+        out_dir,
     )
