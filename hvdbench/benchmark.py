@@ -16,6 +16,7 @@ from typing import Any
 from hvdbench import metrics, modes, record, runtime
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
+from hvdbench.hooks import RunHooks
 from hvdbench.topology import Topology
 
 
@@ -47,7 +48,7 @@ def banner(cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]) -> list[str
         f"Model:       {cfg.model.name} (input {'x'.join(map(str, models.input_shape(cfg)))}, "
         f"{models.num_classes(cfg)} classes)",
         f"Batch size:  {b * n} global; {b} per device",
-        f"Data:        {cfg.data.source}",
+        f"Data:        {cfg.data.source}" + (f" from {cfg.data.dir}" if cfg.data.dir else ""),
         f"Optimizer:   {cfg.train.optimizer}, learning rate {cfg.train.learning_rate}, "
         f"weight decay {cfg.train.weight_decay}",
         f"Precision:   {cfg.train.mixed_precision}; XLA {'on' if cfg.train.jit_compile else 'off'}",
@@ -86,32 +87,50 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     mode.setup()
     try:
         mode.build()
+        hooks = RunHooks(cfg, mode)
+        resumed = hooks.restore()  # the chief's state, before initialize() shares it
         mode.initialize()
-        for line in banner(cfg, mode, rank_info):
+        for line in banner(cfg, mode, rank_info) + resumed:
             _say(mode, line)
 
         for _ in range(cfg.train.num_warmup_steps):
-            mode.step()
+            hooks.before_step()
+            t0 = time.perf_counter()
+            hooks.after_step(mode.step(), time.perf_counter() - t0)
         _say(mode, "Done warm up")
+        if hooks.compare_synthetic:
+            synthetic = hooks.measure_synthetic()
+            _say(mode, f"Synthetic data: {metrics.perf_timing(cfg.train.per_device_batch_size, synthetic)[0]:.1f} images/sec per device (for comparison)")
         _say(mode, metrics.progress_header())
 
         batch = cfg.train.per_device_batch_size
         times: list[float] = []
         losses: list[float] = []
+        overhead = hooks.overhead
         start = time.perf_counter()
         for i in range(1, cfg.train.num_steps + 1):
+            hooks.before_step()
             t0 = time.perf_counter()
             loss = mode.step()
             times.append(time.perf_counter() - t0)
             losses.append(loss)
+            hooks.after_step(loss, times[-1])
             if metrics.should_display(i, cfg.train.display_every):
                 _say(mode, metrics.progress_line(i, batch, times, loss))
-        measured = time.perf_counter() - start
+        # Checkpoint saves and summaries happen between steps: not part of the measurement.
+        measured = time.perf_counter() - start - (hooks.overhead - overhead)
+        hooks.finish()
 
         mine = metrics.RankMeasurement(
             mode.worker_index, topo.hostname, batch, tuple(times), measured
         )
-        gathered = mode.gather({"measurement": mine.to_dict(), "rank": rank_info})
+        gathered = mode.gather(
+            {
+                "measurement": mine.to_dict(),
+                "rank": rank_info,
+                "synthetic_step_times": hooks.synthetic_times,
+            }
+        )
         if mode.is_chief:
             assert gathered is not None
             ranks = [
@@ -127,11 +146,23 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             totals = metrics.aggregate(ranks)
             for line in metrics.summary_lines(totals):
                 print(line, flush=True)
-            path = write_record(cfg, mode, argv, gathered, totals, losses)
+            extra = hooks.record_fields(gathered, totals)
+            if "input_pipeline" in extra:
+                print(input_pipeline_line(extra["input_pipeline"]), flush=True)
+            path = write_record(cfg, mode, argv, gathered, totals, losses, extra)
             print(f"hvdbench: record written to {path}", flush=True)
     finally:
         mode.shutdown()
     return 0
+
+
+def input_pipeline_line(p: dict[str, Any]) -> str:
+    return (
+        f"input pipeline: real {p['real_step_time_mean'] * 1000:.1f} ms/step vs synthetic "
+        f"{p['synthetic_step_time_mean'] * 1000:.1f} ms/step "
+        f"(x{p['real_over_synthetic_step_time']:.2f}): "
+        + ("the input is the bottleneck" if p["input_bound"] else "the input keeps up")
+    )
 
 
 def topology_summary(rank_infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,6 +184,7 @@ def write_record(
     gathered: list[dict[str, Any]],
     totals: metrics.Totals,
     chief_losses: list[float],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the run's record into ``output.dir`` under a new unique name."""
     data = {
@@ -171,6 +203,7 @@ def write_record(
         "totals": totals.to_dict(),
         "per_rank": [g["measurement"] for g in gathered],
         "chief_losses": chief_losses,
+        **(extra or {}),
     }
     name = record.record_name(cfg.mode.name, cfg.model.name, totals.num_ranks)
     return record.write_atomic(Path(cfg.output.dir) / name, data)
