@@ -14,6 +14,7 @@ Horovod broadcast), as in the classic distributed CIFAR-10 example.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -58,7 +59,7 @@ def fetch(url: str, target: Path, timeout: float) -> str:
                 out.write(chunk)
                 md5.update(chunk)
                 received += len(chunk)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         raise DownloadError(f"download of {url} failed after {received} bytes: {e}") from None
     if expected is not None and received != int(expected):
         raise DownloadError(

@@ -60,7 +60,8 @@ def _expect(source: str) -> str:
         "mnist": "expected MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (optionally .gz)",
         "imagenet": "expected ImageNet TFRecords train-*-of-* and validation-*-of-* "
-        "(tf_cnn_benchmarks / Inception layout)",
+        "of tf.train.Examples with image/encoded (JPEG) and image/class/label, as "
+        "tf_cnn_benchmarks and the Inception scripts write them",
     }[source]
 
 
