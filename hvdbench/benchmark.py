@@ -100,7 +100,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         _say(mode, "Done warm up")
         if hooks.compare_synthetic:
             synthetic = hooks.measure_synthetic()
-            _say(mode, f"Synthetic data: {metrics.perf_timing(cfg.train.per_device_batch_size, synthetic)[0]:.1f} images/sec per device (for comparison)")
+            _say(
+                mode,
+                f"Synthetic data: {metrics.perf_timing(cfg.train.per_device_batch_size, synthetic)[0]:.1f} images/sec per device (for comparison)",
+            )
         _say(mode, metrics.progress_header())
 
         batch = cfg.train.per_device_batch_size

@@ -86,9 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("dataset", choices=["cifar10"], help="the data set")
     data.add_argument("--dest", required=True, help="directory to put cifar-10-batches-bin in")
     data.add_argument("--url", help="archive URL (default: the official CIFAR-10 binary archive)")
-    data.add_argument(
-        "--md5", help="expected MD5 of the archive (default: the official archive's)"
-    )
+    data.add_argument("--md5", help="expected MD5 of the archive (default: the official archive's)")
     data.add_argument(
         "--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)"
     )

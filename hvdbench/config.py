@@ -108,8 +108,7 @@ class DataConfig:
         min=0,
     )
     prefetch_batches: int = fld(
-        "Batches prefetched ahead of the step (to the GPU when there is one). "
-        "0: tf.data.AUTOTUNE.",
+        "Batches prefetched ahead of the step (to the GPU when there is one). 0: tf.data.AUTOTUNE.",
         min=0,
     )
     shuffle_buffer: int = fld(

@@ -73,7 +73,12 @@ def _members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     chosen = []
     for m in tar.getmembers():
         parts = Path(m.name).parts
-        if not parts or parts[0] != layout.CIFAR10_SUBDIR or ".." in parts or m.name.startswith("/"):
+        if (
+            not parts
+            or parts[0] != layout.CIFAR10_SUBDIR
+            or ".." in parts
+            or m.name.startswith("/")
+        ):
             raise DownloadError(f"unexpected path {m.name!r} in the archive; nothing was extracted")
         if m.isfile():
             chosen.append(m)

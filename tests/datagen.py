@@ -87,8 +87,10 @@ def cifar10_archive(path: str | os.PathLike[str], per_file: int = 8, test: int =
             info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        meta = b"\n".join(c.encode() for c in "airplane automobile bird cat deer dog frog "
-                          "horse ship truck".split())
+        meta = b"\n".join(
+            c.encode()
+            for c in "airplane automobile bird cat deer dog frog horse ship truck".split()
+        )
         info = tarfile.TarInfo("cifar-10-batches-bin/batches.meta.txt")
         info.size = len(meta)
         tar.addfile(info, io.BytesIO(meta))
@@ -101,7 +103,10 @@ def _idx(magic: int, shape: tuple[int, ...], body: bytes) -> bytes:
 
 
 def write_mnist(
-    directory: str | os.PathLike[str], train: int = 96, test: int = 40, gz: bool = False,
+    directory: str | os.PathLike[str],
+    train: int = 96,
+    test: int = 40,
+    gz: bool = False,
     seed: int = 0,
 ) -> Path:
     """The four IDX files; digit ``k`` is a bright horizontal bar at row 2k+4, plus noise."""

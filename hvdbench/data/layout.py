@@ -134,8 +134,7 @@ def mnist_files(directory: str, training: bool) -> Files:
         found = [p for p in found if os.path.exists(p)]
         if not found:
             raise UsageError(
-                f"data.dir: {directory!r} has no {name} for {_split(training)}; "
-                + _expect("mnist")
+                f"data.dir: {directory!r} has no {name} for {_split(training)}; " + _expect("mnist")
             )
         paths.append(found[0])
     n_img, rows, cols = _idx_header(paths[0], MNIST_IMAGES_MAGIC, 3)

@@ -53,7 +53,7 @@ def fit_to_model(image: tf.Tensor, shape: tuple[int, int, int], data_format: str
 
 def batches(
     records: tf.data.Dataset,
-    parse: Callable[[Any], tuple[tf.Tensor, tf.Tensor]],
+    parse: Callable[..., tuple[tf.Tensor, tf.Tensor]],
     data: DataConfig,
     batch_size: int,
     *,

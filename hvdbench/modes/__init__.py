@@ -23,6 +23,7 @@ class Mode(abc.ABC):
     """One way of distributing training. Lifecycle: setup, build, initialize, step..., shutdown."""
 
     name: ClassVar[str]
+    next_batch: Callable[[], Any]  # eager modes: the input, swapped by swap_input()
 
     def __init__(self, cfg: Config, topo: Topology) -> None:
         self.cfg = cfg
@@ -108,7 +109,7 @@ class Mode(abc.ABC):
         variables = model.trainable_variables
         out: dict[str, Any] = {f"weights/{v.name}": v for v in variables}
         if with_gradients:
-            images, labels = self.next_batch()  # type: ignore[attr-defined]
+            images, labels = self.next_batch()
             with tf.GradientTape() as tape:
                 loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
             grads = tape.gradient(loss, variables)
@@ -117,7 +118,7 @@ class Mode(abc.ABC):
 
     def swap_input(self, next_batch: Callable[[], Any]) -> Callable[[], Any]:
         """Train on batches from ``next_batch`` from now on; return the previous source."""
-        previous: Callable[[], Any] = self.next_batch  # type: ignore[attr-defined]
+        previous = self.next_batch
         self.next_batch = next_batch
         return previous
 

@@ -37,7 +37,11 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     datagen.write_cifar10(root / "cifar10", per_file=16, files=2, test=20)
     datagen.write_mnist(root / "mnist", train=40, test=20, gz=True)
     r = run(
-        [sys.executable, "-c", f"from tests import datagen; datagen.write_imagenet({str(root / 'imagenet')!r})"],
+        [
+            sys.executable,
+            "-c",
+            f"from tests import datagen; datagen.write_imagenet({str(root / 'imagenet')!r})",
+        ],
         timeout=120,
     )
     assert r.returncode == 0, r.output
@@ -51,8 +55,15 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 def test_run_on_each_format(tmp_path, datasets, source, model, np_):
     out = tmp_path / "out"
     r = hvdbench(
-        "run", "--np", str(np_), f"--model.name={model}", f"--data.source={source}",
-        f"--data.dir={datasets[source]}", f"--output.dir={out}", *TINY, timeout=240,
+        "run",
+        "--np",
+        str(np_),
+        f"--model.name={model}",
+        f"--data.source={source}",
+        f"--data.dir={datasets[source]}",
+        f"--output.dir={out}",
+        *TINY,
+        timeout=240,
     )
     assert r.returncode == 0, r.output
     assert "total images/sec:" in r.stdout
@@ -66,9 +77,16 @@ def test_run_on_each_format(tmp_path, datasets, source, model, np_):
 def test_compare_synthetic_records_both_step_times(tmp_path, datasets):
     out = tmp_path / "out"
     r = hvdbench(
-        "run", "--np", "2", "--model.name=trivial", "--data.source=cifar10",
-        f"--data.dir={datasets['cifar10']}", "--data.compare_synthetic=true",
-        f"--output.dir={out}", *TINY, timeout=240,
+        "run",
+        "--np",
+        "2",
+        "--model.name=trivial",
+        "--data.source=cifar10",
+        f"--data.dir={datasets['cifar10']}",
+        "--data.compare_synthetic=true",
+        f"--output.dir={out}",
+        *TINY,
+        timeout=240,
     )
     assert r.returncode == 0, r.output
     assert "input pipeline: real" in r.stdout
@@ -82,13 +100,21 @@ def test_compare_synthetic_records_both_step_times(tmp_path, datasets):
 def test_learnable_cifar_reaches_accuracy_well_above_chance(tmp_path):
     data = datagen.write_cifar10(tmp_path / "c", per_file=100, files=5, test=200)
     common = [
-        "--model.name=cifar10_cnn", "--model.image_size=16", "--data.source=cifar10",
-        f"--data.dir={data}", f"--checkpoint.dir={tmp_path / 'ck'}",
+        "--model.name=cifar10_cnn",
+        "--model.image_size=16",
+        "--data.source=cifar10",
+        f"--data.dir={data}",
+        f"--checkpoint.dir={tmp_path / 'ck'}",
         f"--output.dir={tmp_path / 'out'}",
     ]
     r = hvdbench(
-        "run", *common, "--train.num_warmup_steps=0", "--train.num_steps=150",
-        "--train.display_every=50", "--checkpoint.every_steps=50", timeout=240,
+        "run",
+        *common,
+        "--train.num_warmup_steps=0",
+        "--train.num_steps=150",
+        "--train.display_every=50",
+        "--checkpoint.every_steps=50",
+        timeout=240,
     )
     assert r.returncode == 0, r.output
     e = hvdbench("eval", *common, timeout=120)
@@ -107,9 +133,16 @@ def test_learnable_cifar_reaches_accuracy_well_above_chance(tmp_path):
 def test_resume_continues_step_count_and_survives_corrupt_latest(tmp_path, datasets):
     ck = tmp_path / "ck"
     args = [
-        "run", "--np", "2", "--model.name=mnist_mlp", "--data.source=mnist",
-        f"--data.dir={datasets['mnist']}", f"--checkpoint.dir={ck}",
-        "--checkpoint.every_steps=3", f"--output.dir={tmp_path / 'out'}", *TINY,
+        "run",
+        "--np",
+        "2",
+        "--model.name=mnist_mlp",
+        "--data.source=mnist",
+        f"--data.dir={datasets['mnist']}",
+        f"--checkpoint.dir={ck}",
+        "--checkpoint.every_steps=3",
+        f"--output.dir={tmp_path / 'out'}",
+        *TINY,
     ]
     first = hvdbench(*args, timeout=240)
     assert first.returncode == 0, first.output
@@ -149,10 +182,19 @@ def plugin_of(logdir: Path, tag: str) -> str:
 def test_summaries_and_trace_from_chief_only(tmp_path, datasets):
     tb = tmp_path / "tb"
     r = hvdbench(
-        "run", "--np", "2", "--model.name=trivial", "--data.source=cifar10",
-        f"--data.dir={datasets['cifar10']}", f"--summary.dir={tb}", "--summary.every_steps=2",
-        "--summary.verbosity=2", "--trace.steps=3,4", f"--output.dir={tmp_path / 'out'}",
-        *TINY, timeout=240,
+        "run",
+        "--np",
+        "2",
+        "--model.name=trivial",
+        "--data.source=cifar10",
+        f"--data.dir={datasets['cifar10']}",
+        f"--summary.dir={tb}",
+        "--summary.every_steps=2",
+        "--summary.verbosity=2",
+        "--trace.steps=3,4",
+        f"--output.dir={tmp_path / 'out'}",
+        *TINY,
+        timeout=240,
     )
     assert r.returncode == 0, r.output
     assert len(list(tb.glob("events.out.tfevents.*"))) == 1  # the chief's only
@@ -169,9 +211,8 @@ def test_summaries_and_trace_from_chief_only(tmp_path, datasets):
     space = xplane_pb2.XSpace.FromString(xplane.read_bytes())
     assert any(line.events for plane in space.planes for line in plane.lines)
     # Horovod's timeline for the same steps, with the gradients' all-reduces in it
-    timeline = (tb / "horovod_timeline.json").read_text()
-    events = json.loads(timeline.rstrip().rstrip(",") + ("]" if not timeline.rstrip().endswith("]") else ""))
-    assert any("ALLREDUCE" in json.dumps(e).upper() for e in events)
+    events = json.loads((tb / "horovod_timeline.json").read_text())  # closed by stop_timeline
+    assert any("allreduce" in json.dumps(e).lower() for e in events)
     (rec,) = records(tmp_path / "out")
     assert rec["trace"] == {"dir": str(tb), "steps": [3, 4]}
 
@@ -191,8 +232,19 @@ def test_download_chief_only_with_other_rank_waiting(tmp_path):
         def job(path: str, dest: Path):
             cmd = launcher.horovodrun_command(
                 2,
-                [sys.executable, "-m", "hvdbench", "data", "cifar10", "--dest", str(dest),
-                 "--url", server.url(path), "--md5", md5],
+                [
+                    sys.executable,
+                    "-m",
+                    "hvdbench",
+                    "data",
+                    "cifar10",
+                    "--dest",
+                    str(dest),
+                    "--url",
+                    server.url(path),
+                    "--md5",
+                    md5,
+                ],
                 controller="gloo",
             )
             return run(cmd, timeout=180, env=base_env())

@@ -93,9 +93,7 @@ def test_config_real_source_needs_dir_and_trace_steps():
 
 def test_cli_missing_data_dir_is_one_line_exit_2_before_tensorflow(tmp_path):
     t0 = time.monotonic()
-    r = hvdbench(
-        "run", "--np", "2", "--data.source=cifar10", f"--data.dir={tmp_path}", timeout=60
-    )
+    r = hvdbench("run", "--np", "2", "--data.source=cifar10", f"--data.dir={tmp_path}", timeout=60)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "data_batch_1.bin" in lines[0] and "test_batch.bin" in lines[0]
@@ -105,8 +103,12 @@ def test_cli_missing_data_dir_is_one_line_exit_2_before_tensorflow(tmp_path):
 def test_cli_eval_without_checkpoint_is_one_line(tmp_path):
     datagen.write_mnist(tmp_path / "m", train=4, test=4)
     r = hvdbench(
-        "eval", "--model.name=mnist_mlp", "--data.source=mnist", f"--data.dir={tmp_path / 'm'}",
-        f"--checkpoint.dir={tmp_path / 'ck'}", timeout=60,
+        "eval",
+        "--model.name=mnist_mlp",
+        "--data.source=mnist",
+        f"--data.dir={tmp_path / 'm'}",
+        f"--checkpoint.dir={tmp_path / 'ck'}",
+        timeout=60,
     )
     assert r.returncode == 2, r.output
     assert r.stderr.strip().count("\n") == 0 and "no checkpoint" in r.stderr

@@ -61,8 +61,9 @@ def test_cifar10_training_shards_are_disjoint_and_distorted(tmp_path):
     ds = make_dataset(cfg, shape, batch_size=18)
     epoch1, epoch2 = (x.numpy() for x, _ in ds.take(2))
     assert not np.allclose(epoch1, epoch2)
-    nodist = cfg_for("cifar10", tmp_path, "cifar10_cnn", "--data.shuffle_buffer=0",
-                     "--data.distortions=false")
+    nodist = cfg_for(
+        "cifar10", tmp_path, "cifar10_cnn", "--data.shuffle_buffer=0", "--data.distortions=false"
+    )
     ds = make_dataset(nodist, shape, batch_size=18)
     a, b = (x.numpy() for x, _ in ds.take(2))
     np.testing.assert_allclose(a, b)

@@ -129,21 +129,42 @@ def test_cli_good_and_corrupt(tmp_path, server, archive):
     server.routes["/good"] = (body, len(body))
     server.routes["/short"] = (body[:100], len(body))
     ok = hvdbench(
-        "data", "cifar10", "--dest", str(tmp_path / "a"), "--url", server.url("/good"),
-        "--md5", md5, timeout=60,
+        "data",
+        "cifar10",
+        "--dest",
+        str(tmp_path / "a"),
+        "--url",
+        server.url("/good"),
+        "--md5",
+        md5,
+        timeout=60,
     )
     assert ok.returncode == 0, ok.output
     assert "ready in" in ok.stdout
     bad = hvdbench(
-        "data", "cifar10", "--dest", str(tmp_path / "b"), "--url", server.url("/short"),
-        "--md5", md5, "--timeout", "5", timeout=60,
+        "data",
+        "cifar10",
+        "--dest",
+        str(tmp_path / "b"),
+        "--url",
+        server.url("/short"),
+        "--md5",
+        md5,
+        "--timeout",
+        "5",
+        timeout=60,
     )
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("hvdbench: error: ")
     assert leftovers(tmp_path / "b") == []
     # the default checksum is the official archive's: a generated archive fails it
     other = hvdbench(
-        "data", "cifar10", "--dest", str(tmp_path / "c"), "--url", server.url("/good"),
+        "data",
+        "cifar10",
+        "--dest",
+        str(tmp_path / "c"),
+        "--url",
+        server.url("/good"),
         timeout=60,
     )
     assert other.returncode == 1 and download.CIFAR10_MD5 in other.stderr
