@@ -175,7 +175,11 @@ class RunHooks:
         if self.writer is not None:
             out["summary"] = {"dir": cfg.summary.dir, "verbosity": cfg.summary.verbosity}
         if self.trace:
-            out["trace"] = {"dir": trace_dir(cfg), "steps": list(self.trace)}
+            out["trace"] = {
+                "dir": trace_dir(cfg),
+                "steps": list(self.trace),
+                "captured": self.traced,
+            }
         if self.compare_synthetic:
             out["input_pipeline"] = input_pipeline(gathered, totals)
         return out

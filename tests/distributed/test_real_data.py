@@ -121,13 +121,22 @@ def test_learnable_cifar_reaches_accuracy_well_above_chance(tmp_path):
     assert e.returncode == 0, e.output
     assert "Accuracy @ 1 = " in e.stdout and "[200 examples]" in e.stdout
     (ev,) = records(tmp_path / "out", "eval")
+    assert ev["data"]["split"] == "eval" and ev["data"]["files"] == ["test_batch.bin"]
     assert ev["global_step"] == 150 and ev["checkpoint"].endswith("ckpt-150")
     assert ev["eval"]["num_examples"] == 200
     assert ev["eval"]["top_1_accuracy"] > 0.5  # chance is 0.1
     assert ev["eval"]["top_5_accuracy"] >= ev["eval"]["top_1_accuracy"]
+    # the same checkpoint on images of pure noise with random labels: about chance, so the
+    # accuracy above is the model's, not an artefact of the counting
+    noise = datagen.write_cifar10(tmp_path / "n", per_file=1, files=1, test=200, learnable=False)
+    common[3] = f"--data.dir={noise}"
+    n = hvdbench("eval", *common, timeout=120)
+    assert n.returncode == 0, n.output
+    noise_eval = [r for r in records(tmp_path / "out", "eval") if r["data"]["dir"] == str(noise)]
+    assert noise_eval[0]["eval"]["top_1_accuracy"] < 0.3
     tags = event_tags(tmp_path / "ck" / "eval")
     assert {"eval/top_1_accuracy", "eval/top_5_accuracy"} <= set(tags)
-    assert tags["eval/top_1_accuracy"] == [150]
+    assert tags["eval/top_1_accuracy"] == [150, 150]
 
 
 def test_resume_continues_step_count_and_survives_corrupt_latest(tmp_path, datasets):
@@ -214,7 +223,7 @@ def test_summaries_and_trace_from_chief_only(tmp_path, datasets):
     events = json.loads((tb / "horovod_timeline.json").read_text())  # closed by stop_timeline
     assert any("allreduce" in json.dumps(e).lower() for e in events)
     (rec,) = records(tmp_path / "out")
-    assert rec["trace"] == {"dir": str(tb), "steps": [3, 4]}
+    assert rec["trace"] == {"dir": str(tb), "steps": [3, 4], "captured": True}
 
 
 def test_download_chief_only_with_other_rank_waiting(tmp_path):

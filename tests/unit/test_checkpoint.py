@@ -49,3 +49,16 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path, capsys):
     _, ck3 = make(tmp_path, -1.0)
     with pytest.raises(Exception, match=r"no checkpoint in .* can be read"):
         ck3.restore()
+
+
+def test_save_by_seconds(tmp_path):
+    import time
+
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+    cfg = config.load(None, [f"--checkpoint.dir={tmp_path}", "--checkpoint.every_seconds=0.3"])
+    ck = checkpoint.Checkpointer(cfg.checkpoint, {"model": model})
+    assert ck.maybe_save(1) is None  # the period has not elapsed yet
+    time.sleep(0.35)
+    assert ck.maybe_save(2).endswith("ckpt-2")
+    assert ck.maybe_save(3) is None  # the clock restarted at the save
+    assert [p.name for p in sorted(tmp_path.glob("*.index"))] == ["ckpt-2.index"]
