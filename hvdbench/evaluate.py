@@ -40,12 +40,16 @@ def evaluate(cfg: Config, topo: Topology, argv: list[str]) -> int:
             f"checkpoint.dir: no checkpoint (ckpt-N.index) in {cfg.checkpoint.dir!r}; "
             "train with --checkpoint.dir first"
         )
+    if topo.launched and topo.size > 1:
+        raise UsageError(
+            f"hvdbench eval runs in one process, not {topo.size}: start it without a launcher"
+        )
     cores = runtime.bind_cores(cfg, topo)
     runtime.configure_tensorflow(cfg, topo, cores)
     import tensorflow as tf
 
     from hvdbench import models, training
-    from hvdbench.data import describe, make_dataset, make_synthetic_input
+    from hvdbench.data import describe, make_dataset, make_synthetic_input, read_errors
 
     training.set_precision_policy(cfg)
     model = models.build(cfg)
@@ -75,11 +79,12 @@ def evaluate(cfg: Config, topo: Topology, argv: list[str]) -> int:
 
     correct1 = correctk = examples = 0
     start = time.perf_counter()
-    for images, labels in batches:
-        c1, ck = score(images, labels)
-        correct1 += int(c1)
-        correctk += int(ck)
-        examples += int(labels.shape[0])
+    with read_errors(cfg):
+        for images, labels in batches:
+            c1, ck = score(images, labels)
+            correct1 += int(c1)
+            correctk += int(ck)
+            examples += int(labels.shape[0])
     seconds = time.perf_counter() - start
     if examples == 0:
         raise UsageError(f"data.dir: the evaluation split of {cfg.data.dir!r} is empty")

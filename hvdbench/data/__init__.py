@@ -8,10 +8,13 @@ generated once on the device and reused) as a function returning the next batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hvdbench.config import Config
+from hvdbench.errors import UsageError
 
 Batch = tuple[Any, Any]
 REAL_SOURCES = ("cifar10", "mnist", "imagenet")
@@ -62,7 +65,28 @@ def make_input(
     if cfg.data.source == "synthetic":
         return make_synthetic_input(cfg, shape, classes, rank)
     iterator = iter(make_dataset(cfg, shape, shard_index=rank, num_shards=num_shards))
-    return lambda: next(iterator)
+
+    def next_batch() -> Batch:
+        with read_errors(cfg):
+            return next(iterator)
+
+    return next_batch
+
+
+@contextlib.contextmanager
+def read_errors(cfg: Config) -> Iterator[None]:
+    """Content the layout check cannot see (a bad JPEG, a damaged record) fails tf.data
+    mid-run: report it as one line naming the data directory, not a traceback."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as e:
+        text = re.sub(r"\{\{[^}]*\}\}\s*", "", e.message or str(e)).strip()
+        first = (text.splitlines() or [type(e).__name__])[0][:300]
+        raise UsageError(
+            f"data.dir: reading {cfg.data.source} data from {cfg.data.dir!r} failed: {first}"
+        ) from None
 
 
 def describe(cfg: Config, training: bool = True) -> dict[str, Any]:

@@ -100,3 +100,24 @@ def test_imagenet_tfrecords_decode_and_shift_labels(tmp_path):
         it = make_input(cfg, models.input_shape(cfg), 10, shard, 2)
         images, labels = it()
         assert images.shape == (cfg.train.per_device_batch_size, 32, 32, 3)
+
+
+def test_undecodable_content_is_one_line_usage_error(tmp_path):
+    from hvdbench.errors import UsageError
+
+    for prefix in ("train", "validation"):
+        with tf.io.TFRecordWriter(str(tmp_path / f"{prefix}-00000-of-00001")) as w:
+            feats = {
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"nojpeg"])),
+                "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+            }
+            w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    cfg = cfg_for("imagenet", tmp_path, "trivial", "--train.per_device_batch_size=1")
+    next_batch = make_input(cfg, models.input_shape(cfg), 10, 0, 1)
+    with pytest.raises(
+        UsageError,
+        match=r"^data.dir: reading imagenet data from .* failed: "
+        r"Invalid JPEG data",
+    ) as e:
+        next_batch()
+    assert "\n" not in str(e.value) and "{{" not in str(e.value)
