@@ -3,7 +3,8 @@ step, saved by the chief every N steps and/or seconds, and resumed from.
 
 Object-based checkpoints match variables by the path of object attributes (``model``,
 ``optimizer``, ``global_step``), not by graph names, so they work in eager and graph mode
-alike and `hvdbench eval` can restore ``model`` whatever mode trained it. A run whose
+alike and `hvdbench eval` can restore ``model`` whatever mode trained it. TensorFlow is
+imported lazily, so that listing checkpoints stays cheap for the command line. A run whose
 checkpoint directory already holds checkpoints continues from the newest one that reads
 back whole; a corrupt newest checkpoint is skipped, with a warning, for the one before.
 """
@@ -16,8 +17,6 @@ import re
 import sys
 import time
 from typing import Any
-
-import tensorflow as tf
 
 from hvdbench.config import CheckpointConfig
 from hvdbench.errors import UsageError
@@ -67,6 +66,8 @@ class Checkpointer:
     """The chief's periodic saver, and the restore at start-up."""
 
     def __init__(self, cfg: CheckpointConfig, objects: dict[str, Any]) -> None:
+        import tensorflow as tf
+
         self.cfg = cfg
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.checkpoint = tf.train.Checkpoint(global_step=self.global_step, **objects)
