@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from hvdbench import metrics, modes, record, runtime, watchdog
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
+from hvdbench.hooks import RunHooks
 from hvdbench.topology import Topology
 
 
@@ -50,7 +51,7 @@ def banner(cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]) -> list[str
         f"Model:       {cfg.model.name} (input {'x'.join(map(str, models.input_shape(cfg)))}, "
         f"{models.num_classes(cfg)} classes)",
         f"Batch size:  {b * n} global; {b} per device",
-        f"Data:        {cfg.data.source}",
+        f"Data:        {cfg.data.source}" + (f" from {cfg.data.dir}" if cfg.data.dir else ""),
         f"Optimizer:   {cfg.train.optimizer}, learning rate {cfg.train.learning_rate}, "
         f"weight decay {cfg.train.weight_decay}",
         f"Precision:   {cfg.train.mixed_precision}; XLA {'on' if cfg.train.jit_compile else 'off'}",
@@ -105,6 +106,8 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     dog: watchdog.Watchdog | None = None
     try:
         mode.build()
+        hooks = RunHooks(cfg, mode)
+        resumed = hooks.restore()  # the chief's state, before initialize() shares it
         mode.initialize()
         rank_info["worker"] = mode.worker_index
         progress = watchdog.Progress()
@@ -123,7 +126,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         if mode.is_chief:
             assert infos is not None
             run.start([i["rank"] for i in infos])
-            for line in banner(cfg, mode, rank_info):
+            for line in banner(cfg, mode, rank_info) + resumed:
                 print(line, flush=True)
         if cfg.fault.watchdog and mode.num_workers > 1:
             peers = None
@@ -143,7 +146,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             run.peers = dog.peers
 
         try:
-            measured = _measure(cfg, mode, run, progress)
+            measured = _measure(cfg, mode, run, progress, hooks)
         except Exception as e:  # a collective failed, or SIGTERM (Terminated) arrived
             _fail(run, dog, e)
 
@@ -154,7 +157,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             tuple(run.times),
             measured,
         )
-        gathered = mode.gather(mine.to_dict())
+        gathered = mode.gather({**mine.to_dict(), "synthetic_step_times": hooks.synthetic_times})
         dog.stop()
         if mode.is_chief:
             assert gathered is not None
@@ -162,7 +165,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             totals = metrics.aggregate(ranks)
             for line in metrics.summary_lines(totals):
                 print(line, flush=True)
-            path = run.save_complete(gathered, totals)
+            extra = hooks.record_fields(gathered, totals)
+            if "input_pipeline" in extra:
+                print(input_pipeline_line(extra["input_pipeline"]), flush=True)
+            path = run.save_complete(gathered, totals, extra)
             print(f"hvdbench: record written to {path}", flush=True)
     finally:
         if dog is not None:
@@ -171,26 +177,43 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     return 0
 
 
-def _measure(cfg: Config, mode: modes.Mode, run: Run, progress: watchdog.Progress) -> float:
-    """Warm up, then time each measured step; returns the measured wall time."""
+def _measure(
+    cfg: Config, mode: modes.Mode, run: Run, progress: watchdog.Progress, hooks: RunHooks
+) -> float:
+    """Warm up, then time each measured step; returns the measured wall time, less the
+    time spent in the hooks (checkpoints, summaries) and in record rewrites."""
     for _ in range(cfg.train.num_warmup_steps):
-        mode.step()
+        hooks.before_step()
+        t0 = time.perf_counter()
+        hooks.after_step(mode.step(), time.perf_counter() - t0)
     _say(mode, "Done warm up")
+    if hooks.compare_synthetic:
+        synthetic = hooks.measure_synthetic()
+        rate = metrics.perf_timing(cfg.train.per_device_batch_size, synthetic)[0]
+        _say(mode, f"Synthetic data: {rate:.1f} images/sec per device (for comparison)")
     _say(mode, metrics.progress_header())
 
     batch = cfg.train.per_device_batch_size
+    overhead = hooks.overhead
+    saving = 0.0
     start = time.perf_counter()
     for i in range(1, cfg.train.num_steps + 1):
+        hooks.before_step()
         progress.begin(i)
         t0 = time.perf_counter()
         loss = mode.step()
         run.times.append(time.perf_counter() - t0)
         progress.end()
         run.losses.append(loss)
+        hooks.after_step(loss, run.times[-1])
         if metrics.should_display(i, cfg.train.display_every) and mode.is_chief:
             print(metrics.progress_line(i, batch, run.times, loss), flush=True)
-            run.save_partial(time.perf_counter() - start)
-    return time.perf_counter() - start
+            t1 = time.perf_counter()
+            run.save_partial(t1 - start)
+            saving += time.perf_counter() - t1
+    measured = time.perf_counter() - start - (hooks.overhead - overhead) - saving
+    hooks.finish()
+    return measured
 
 
 class Terminated(Exception):
@@ -297,7 +320,9 @@ class Run:
         if self.mode.is_chief:
             self.save_partial(time.perf_counter() - self.started, error=message)
 
-    def save_complete(self, gathered: list[dict[str, Any]], totals: metrics.Totals) -> Path:
+    def save_complete(
+        self, gathered: list[dict[str, Any]], totals: metrics.Totals, extra: dict[str, Any]
+    ) -> Path:
         return self._write(
             {
                 "status": "complete",
@@ -305,8 +330,18 @@ class Run:
                 "totals": totals.to_dict(),
                 "per_rank": gathered,
                 "chief_losses": list(self.losses),
+                **extra,
             }
         )
+
+
+def input_pipeline_line(p: dict[str, Any]) -> str:
+    return (
+        f"input pipeline: real {p['real_step_time_mean'] * 1000:.1f} ms/step vs synthetic "
+        f"{p['synthetic_step_time_mean'] * 1000:.1f} ms/step "
+        f"(x{p['real_over_synthetic_step_time']:.2f}): "
+        + ("the input is the bottleneck" if p["input_bound"] else "the input keeps up")
+    )
 
 
 def topology_summary(rank_infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -75,6 +75,25 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the models and their native input sizes")
 
+    ev = sub.add_parser(
+        "eval",
+        help="restore the latest checkpoint and report top-1/top-5 accuracy on the eval split",
+        description="Evaluate the newest readable checkpoint in checkpoint.dir on the "
+        "evaluation split of data.source, in one process. Takes the config and overrides "
+        "of the training run, e.g. hvdbench eval --data.source=cifar10 --data.dir=D "
+        "--checkpoint.dir=C --model.name=cifar10_cnn",
+    )
+    ev.add_argument("config", nargs="?", help="TOML config file (default: the embedded defaults)")
+
+    data = sub.add_parser("data", help="download and check a data set")
+    data.add_argument("dataset", choices=["cifar10"], help="the data set")
+    data.add_argument("--dest", required=True, help="directory to put cifar-10-batches-bin in")
+    data.add_argument("--url", help="archive URL (default: the official CIFAR-10 binary archive)")
+    data.add_argument("--md5", help="expected MD5 of the archive (default: the official archive's)")
+    data.add_argument(
+        "--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)"
+    )
+
     cb = sub.add_parser(
         "check-build",
         help="check that Horovod was built with the frameworks and controllers needed",
@@ -97,6 +116,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     from hvdbench import launcher, topology
 
     cfg = _load(args, overrides)
+    check_data(cfg, training=True)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
     if not inner:
@@ -122,6 +142,13 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     from hvdbench.benchmark import run_rank
 
     return run_rank(cfg, topo, list(argv))
+
+
+def check_data(cfg: config.Config, training: bool) -> None:
+    """A missing or malformed data directory fails here, in one line, before any launch."""
+    from hvdbench.data import layout
+
+    layout.files(cfg.data.source, cfg.data.dir, training)
 
 
 def launch_command(cfg: config.Config, np: int, rank_cmd: list[str]) -> list[str]:
@@ -153,6 +180,37 @@ def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
         print(config.describe())
         return 0
     print(config.to_toml(config.load(args.config, overrides)), end="")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
+    from hvdbench import topology
+
+    cfg = _load(args, overrides)
+    check_data(cfg, training=False)
+    from hvdbench.evaluate import evaluate
+
+    return evaluate(cfg, topology.detect(os.environ), list(argv))
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from hvdbench import download, topology
+
+    topo = topology.detect(os.environ)
+    try:
+        path = download.cifar10_distributed(
+            args.dest,
+            args.url or download.CIFAR10_URL,
+            args.md5 or download.CIFAR10_MD5,
+            args.timeout,
+            topo.rank,
+            topo.size if topo.launched else 1,
+        )
+    except download.DownloadError as e:
+        print(f"hvdbench: error: {e}", file=sys.stderr)
+        return 1
+    if not topo.launched or topo.rank == 0:
+        print(f"hvdbench: CIFAR-10 binary batches ready in {path}")
     return 0
 
 
@@ -188,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(rest)
         except SystemExit as e:  # --help, --version, or argparse's one-line error
             return e.code if isinstance(e.code, int) else 2
-        if overrides and args.command not in ("run", "config"):
+        if overrides and args.command not in ("run", "config", "eval"):
             raise UsageError(f"'{args.command}' takes no config overrides, got {overrides[0]}")
         if args.command == "run":
             return cmd_run(args, overrides, argv)
@@ -196,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_config(args, overrides)
         if args.command == "models":
             return cmd_models()
+        if args.command == "eval":
+            return cmd_eval(args, overrides, argv)
+        if args.command == "data":
+            return cmd_data(args)
         if args.command == "check-build":
             return cmd_check_build(args)
         raise UsageError(f"unknown command {args.command!r}")

@@ -80,7 +80,7 @@ GRPC_MODES = ("parameter_server", "distributed_replicated", "collective_all_redu
 PS_MODES = ("parameter_server", "distributed_replicated")
 # Modes that run in one process on several local devices.
 LOCAL_DEVICE_MODES = ("replicated", "independent")
-DATA_SOURCES = ("synthetic",)
+DATA_SOURCES = ("synthetic", "cifar10", "mnist", "imagenet")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 
 
@@ -111,7 +111,31 @@ class DataConfig:
         "so that the benchmark measures training, not input.",
         choices=DATA_SOURCES,
     )
-    dir: str = fld("Directory of the real data set (unused for synthetic data).")
+    dir: str = fld(
+        "Directory of the real data set (unused for synthetic data): CIFAR-10 binary "
+        "batches, MNIST IDX files, or ImageNet TFRecords (train-*/validation-*)."
+    )
+    parallel_calls: int = fld(
+        "Parallel calls of the parsing and distortion map and of file interleaving. "
+        "0: tf.data.AUTOTUNE.",
+        min=0,
+    )
+    prefetch_batches: int = fld(
+        "Batches prefetched ahead of the step (to the GPU when there is one). 0: tf.data.AUTOTUNE.",
+        min=0,
+    )
+    shuffle_buffer: int = fld(
+        "Examples in the training shuffle buffer (per rank). 0 disables shuffling.", min=0
+    )
+    distortions: bool = fld(
+        "Training distortions: random crop and flip (plus brightness and contrast for "
+        "CIFAR-10, as in the TensorFlow tutorial). Evaluation never distorts."
+    )
+    compare_synthetic: bool = fld(
+        "With real data, also time num_steps steps on a synthetic batch (run before the "
+        "real measured steps; they train on random data) and record whether the input "
+        "pipeline is the bottleneck."
+    )
 
 
 @dataclass(frozen=True)
@@ -350,6 +374,62 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Periodic object-based checkpoints (tf.train.Checkpoint), written by the chief only."""
+
+    dir: str = fld(
+        "Checkpoint directory. Empty: no checkpoints. A run whose directory already holds "
+        "checkpoints resumes from the latest readable one and its global step."
+    )
+    every_steps: int = fld("Save every this many global steps. 0: not by steps.", min=0)
+    every_seconds: float = fld("Save every this many seconds. 0: not by time.", min=0.0)
+    max_to_keep: int = fld(
+        "Checkpoints kept; older ones are deleted. At least 2, so that a corrupt latest "
+        "checkpoint can fall back to the previous one.",
+        min=2,
+    )
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    """TensorBoard event files, written by the chief only."""
+
+    dir: str = fld("TensorBoard log directory. Empty: no summaries.")
+    every_steps: int = fld("Write summaries every this many global steps.", min=1)
+    verbosity: int = fld(
+        "1: loss, learning rate, images/sec. 2: also weight and gradient histograms.",
+        min=1,
+        max=2,
+    )
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """A profile of a few steps that TensorBoard's profiler opens."""
+
+    steps: str = fld(
+        "First and last step of this run to profile, e.g. '10,12' (steps count from 1, "
+        "warm-up included). Empty: no profile. In horovod mode Horovod's timeline is "
+        "written for the same steps."
+    )
+    dir: str = fld(
+        "Log directory of the profile (plugins/profile/...) and of Horovod's timeline "
+        "(horovod_timeline.json). Empty: summary.dir, else output.dir/trace."
+    )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """`hvdbench eval`: accuracy of the latest checkpoint on the evaluation split."""
+
+    num_batches: int = fld(
+        "Batches of train.per_device_batch_size to evaluate. 0: the whole split once "
+        "(the last partial batch included).",
+        min=0,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run. Built by :func:`load`, frozen, and passed down whole."""
 
@@ -364,6 +444,10 @@ class Config:
     runtime: RuntimeConfig
     fault: FaultConfig
     output: OutputConfig
+    checkpoint: CheckpointConfig
+    summary: SummaryConfig
+    trace: TraceConfig
+    eval: EvalConfig
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The config as plain TOML-able data, section by section."""
@@ -621,6 +705,12 @@ def validate(cfg: Config) -> None:
         from hvdbench.cluster import validate_cluster  # no TensorFlow behind it
 
         validate_cluster(cfg)
+    trace_steps(cfg.trace.steps)
+    if cfg.data.source != "synthetic" and not cfg.data.dir:
+        raise UsageError(
+            f"data.dir: data.source={cfg.data.source!r} needs the directory of its files; "
+            "set --data.dir=DIR (or --data.source=synthetic)"
+        )
     if cfg.launch.hosts:
         from hvdbench.launcher import parse_hosts
 
@@ -629,6 +719,22 @@ def validate(cfg: Config) -> None:
             raise UsageError(
                 f"launch.hosts: {slots} slots in '{cfg.launch.hosts}' < launch.np({cfg.launch.np})"
             )
+
+
+def trace_steps(text: str) -> tuple[int, int] | None:
+    """``trace.steps`` as (first, last), or None when empty; UsageError when malformed."""
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        first, last = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
+    except ValueError:
+        first = last = 0
+    if first < 1 or last < first:
+        raise UsageError(
+            f"trace.steps: {text!r} is not 'FIRST,LAST' with 1 <= FIRST <= LAST, e.g. '10,12'"
+        )
+    return first, last
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Mode(abc.ABC):
     """One way of distributing training. Lifecycle: setup, build, initialize, step..., shutdown."""
 
     name: ClassVar[str]
+    next_batch: Callable[[], Any]  # eager modes: the input, swapped by swap_input()
 
     def __init__(self, cfg: Config, topo: Topology) -> None:
         self.cfg = cfg
@@ -96,6 +97,61 @@ class Mode(abc.ABC):
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Leave the job cleanly."""
+
+    # -- Hooks for checkpoints, summaries, tracing and input swaps (issue 5). The defaults
+    # suit eager TF2 modes that keep ``self.model``, ``self.optimizer`` and
+    # ``self.next_batch``; a graph-mode mode overrides the ones it needs.
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """Trackables saved in the tf.train.Checkpoint beside ``global_step``. ``model`` is
+        the key `hvdbench eval` restores, whatever mode trained the model."""
+        return {"model": self.model, "optimizer": self.optimizer}  # type: ignore[attr-defined]
+
+    def learning_rate(self) -> float:
+        """The learning rate in effect, for the summaries."""
+        opt = getattr(self, "optimizer", None)
+        try:
+            return float(opt.learning_rate)  # type: ignore[union-attr]
+        except (AttributeError, TypeError, ValueError):
+            return self.cfg.train.learning_rate
+
+    def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
+        """Tensors for TensorBoard histograms: the weights and, if asked, this rank's local
+        gradients of the loss on its next batch (before averaging)."""
+        import tensorflow as tf
+
+        from hvdbench import training
+
+        model = self.checkpoint_objects()["model"]
+        variables = model.trainable_variables
+        out: dict[str, Any] = {f"weights/{v.name}": v for v in variables}
+        if with_gradients:
+            images, labels = self.next_batch()
+            with tf.GradientTape() as tape:
+                loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
+            grads = tape.gradient(loss, variables)
+            out.update({f"gradients/{v.name}": g for v, g in zip(variables, grads)})
+        return out
+
+    def swap_input(self, next_batch: Callable[[], Any]) -> Callable[[], Any]:
+        """Train on batches from ``next_batch`` from now on; return the previous source."""
+        previous = self.next_batch
+        self.next_batch = next_batch
+        return previous
+
+    def start_trace(self, logdir: str) -> None:
+        """Start profiling (the chief, with TensorFlow's profiler, for TensorBoard)."""
+        if self.is_chief:
+            import tensorflow as tf
+
+            tf.profiler.experimental.start(logdir)
+
+    def stop_trace(self) -> None:
+        """Stop profiling and write the profile under ``logdir/plugins/profile``."""
+        if self.is_chief:
+            import tensorflow as tf
+
+            tf.profiler.experimental.stop()
 
 
 def register(name: str) -> Callable[[type[Mode]], type[Mode]]:

@@ -87,6 +87,9 @@ class HorovodMode(Mode):
         check_build(hvd, required_controller(self.topo.source, os.environ))
         env, self.knobs, warnings = knob_env(self.cfg.horovod, bool(hvd.nccl_built()))
         os.environ.update(env)  # read by hvd.init()
+        if self.cfg.trace.steps and not self.cfg.horovod.timeline:
+            # hvd.start_timeline() for trace.steps needs the timeline enabled at init.
+            os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
         for w in warnings:
             if self.topo.rank == 0:
                 print(f"hvdbench: warning: {w}", file=sys.stderr, flush=True)
@@ -115,7 +118,11 @@ class HorovodMode(Mode):
         variables = self.model.trainable_variables
         training.build_optimizer_state(self.optimizer, variables)
         self.next_batch = make_input(
-            cfg, models.input_shape(cfg), models.num_classes(cfg), self.worker_index
+            cfg,
+            models.input_shape(cfg),
+            models.num_classes(cfg),
+            self.worker_index,
+            self.num_workers,
         )
         self._step = self._make_step(variables)
 
@@ -180,6 +187,19 @@ class HorovodMode(Mode):
 
         value = self.hvd.allreduce(tf.constant(1 if flag else 0, tf.int32), op=self.hvd.Max)
         return bool(int(value) > 0)
+
+    def start_trace(self, logdir: str) -> None:
+        """TensorFlow's profile on the chief, and Horovod's timeline for the same steps
+        (unless horovod.timeline already records the whole run)."""
+        super().start_trace(logdir)
+        self._timeline = not self.cfg.horovod.timeline
+        if self._timeline:
+            self.hvd.start_timeline(os.path.join(logdir, "horovod_timeline.json"))
+
+    def stop_trace(self) -> None:
+        super().stop_trace()
+        if getattr(self, "_timeline", False):
+            self.hvd.stop_timeline()
 
     def details(self) -> dict[str, Any]:
         hvd = self.hvd

@@ -1,0 +1,205 @@
+"""What happens around the training steps, the same in every mode: resume from and save
+checkpoints, write TensorBoard summaries, profile a few steps, and time synthetic steps
+beside real ones.
+
+The benchmark loop calls :class:`RunHooks` at a few fixed points; the hooks reach the model
+only through the :class:`~hvdbench.modes.Mode` methods ``checkpoint_objects``,
+``summary_histograms``, ``learning_rate``, ``swap_input`` and ``start_trace``/``stop_trace``,
+so a mode adopts all of this by providing those. Only the chief saves and writes summaries.
+
+The global step counts every training step applied to the model (warm-up and synthetic
+comparison steps included) and carries over from the checkpoint a run resumes from.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+from hvdbench import config, metrics
+from hvdbench.config import Config
+from hvdbench.modes import Mode
+
+
+def trace_dir(cfg: Config) -> str:
+    """Where the profile and Horovod's timeline go."""
+    return cfg.trace.dir or cfg.summary.dir or os.path.join(cfg.output.dir, "trace")
+
+
+class RunHooks:
+    def __init__(self, cfg: Config, mode: Mode) -> None:
+        self.cfg = cfg
+        self.mode = mode
+        self.global_step = 0
+        self.start_step = 0
+        self.local_step = 0
+        self.restored_from: str | None = None
+        self.checkpointer: Any = None
+        self.writer: Any = None
+        self.trace = config.trace_steps(cfg.trace.steps)
+        self.tracing = False
+        self.traced = False
+        self._recent: list[float] = []
+        self.synthetic_times: list[float] = []
+        self.overhead = 0.0  # seconds spent in the hooks, kept out of the measured time
+        if mode.is_chief and cfg.checkpoint.dir:
+            from hvdbench.checkpoint import Checkpointer
+
+            self.checkpointer = Checkpointer(cfg.checkpoint, mode.checkpoint_objects())
+        if mode.is_chief and cfg.summary.dir:
+            import tensorflow as tf
+
+            self.writer = tf.summary.create_file_writer(cfg.summary.dir)
+
+    # -- start
+
+    def restore(self) -> list[str]:
+        """Resume from the checkpoint directory (chief); before the mode's initialize(),
+        which then hands the restored state to every rank. Returns lines to print."""
+        if self.checkpointer is None:
+            return []
+        self.global_step, self.restored_from = self.checkpointer.restore()
+        self.start_step = self.global_step
+        if self.restored_from:
+            return [f"Checkpoint:  resumed from {self.restored_from} at step {self.global_step}"]
+        return [f"Checkpoint:  none in {self.cfg.checkpoint.dir}; starting at step 0"]
+
+    # -- every step
+
+    def before_step(self) -> None:
+        t0 = time.perf_counter()
+        self._before_step()
+        self.overhead += time.perf_counter() - t0
+
+    def after_step(self, loss: float, seconds: float) -> None:
+        t0 = time.perf_counter()
+        self._after_step(loss, seconds)
+        self.overhead += time.perf_counter() - t0
+
+    def _before_step(self) -> None:
+        if self.trace and not self.traced and self.local_step + 1 == self.trace[0]:
+            path = trace_dir(self.cfg)
+            os.makedirs(path, exist_ok=True)
+            self.mode.start_trace(path)
+            self.tracing = True
+
+    def _after_step(self, loss: float, seconds: float) -> None:
+        self.local_step += 1
+        self.global_step += 1
+        self._recent.append(seconds)
+        if self.tracing and self.local_step == self.trace[1]:  # type: ignore[index]
+            self._stop_trace()
+        if self.writer is not None and self.global_step % self.cfg.summary.every_steps == 0:
+            self._summaries(loss)
+        if self.checkpointer is not None:
+            self.checkpointer.maybe_save(self.global_step)
+
+    def _stop_trace(self) -> None:
+        self.mode.stop_trace()
+        self.tracing, self.traced = False, True
+
+    def _summaries(self, loss: float) -> None:
+        import tensorflow as tf
+
+        n = self.mode.num_workers
+        images = self.cfg.train.per_device_batch_size * n * len(self._recent)
+        rate = images / sum(self._recent) if self._recent else 0.0
+        self._recent = []
+        step = self.global_step
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("loss", loss)
+            tf.summary.scalar("learning_rate", self.mode.learning_rate())
+            tf.summary.scalar("images_per_sec", rate)
+            if self.cfg.summary.verbosity >= 2:
+                for name, value in self.mode.summary_histograms(with_gradients=True).items():
+                    if value is not None:
+                        tf.summary.histogram(name.split(":")[0], value)
+
+    # -- input pipeline check
+
+    @property
+    def compare_synthetic(self) -> bool:
+        return self.cfg.data.compare_synthetic and self.cfg.data.source != "synthetic"
+
+    def measure_synthetic(self) -> list[float]:
+        """Time ``num_steps`` steps on one synthetic batch reused, as the ceiling that the
+        real input's step time is compared with."""
+        from hvdbench import models
+        from hvdbench.data import make_synthetic_input
+
+        cfg, mode = self.cfg, self.mode
+        synthetic = make_synthetic_input(
+            cfg, models.input_shape(cfg), models.num_classes(cfg), mode.worker_index
+        )
+        real = mode.swap_input(synthetic)
+        times = []
+        try:
+            for _ in range(cfg.train.num_steps):
+                self.before_step()
+                t0 = time.perf_counter()
+                loss = mode.step()
+                times.append(time.perf_counter() - t0)
+                self.after_step(loss, times[-1])
+        finally:
+            mode.swap_input(real)
+        self.synthetic_times = times
+        return times
+
+    # -- end
+
+    def finish(self) -> None:
+        """Stop an unfinished trace, save the final checkpoint, flush the summaries."""
+        if self.tracing:
+            self._stop_trace()
+        if self.checkpointer is not None:
+            self.checkpointer.save(self.global_step)
+        if self.writer is not None:
+            self.writer.flush()
+
+    def record_fields(self, gathered: list[dict[str, Any]], totals: metrics.Totals) -> dict:
+        """The record's ``data``, ``checkpoint``, ``summary``, ``trace`` and
+        ``input_pipeline`` entries (chief)."""
+        from hvdbench.data import describe
+
+        cfg = self.cfg
+        out: dict[str, Any] = {"data": describe(cfg), "global_step": self.global_step}
+        if self.checkpointer is not None:
+            out["checkpoint"] = {
+                "dir": cfg.checkpoint.dir,
+                "start_step": self.start_step,
+                "restored_from": self.restored_from,
+                "saved": self.checkpointer.saved,
+            }
+        if self.writer is not None:
+            out["summary"] = {"dir": cfg.summary.dir, "verbosity": cfg.summary.verbosity}
+        if self.trace:
+            out["trace"] = {
+                "dir": trace_dir(cfg),
+                "steps": list(self.trace),
+                "captured": self.traced,
+            }
+        if self.compare_synthetic:
+            out["input_pipeline"] = input_pipeline(gathered, totals)
+        return out
+
+
+BOTTLENECK_RATIO = 1.1
+
+
+def input_pipeline(gathered: list[dict[str, Any]], real: metrics.Totals) -> dict[str, Any]:
+    """Real against synthetic step time over every rank's steps: the input pipeline is the
+    bottleneck when real steps take more than 10% longer than synthetic ones."""
+    synth = [t for g in gathered for t in g.get("synthetic_step_times", [])]
+    mean_synth = statistics.fmean(synth)
+    batch = real.per_device_batch_size
+    ratio = real.step_time_mean / mean_synth
+    return {
+        "real_step_time_mean": real.step_time_mean,
+        "synthetic_step_time_mean": mean_synth,
+        "real_per_device_images_per_sec": real.per_device_images_per_sec,
+        "synthetic_per_device_images_per_sec": batch / mean_synth,
+        "real_over_synthetic_step_time": ratio,
+        "input_bound": ratio > BOTTLENECK_RATIO,
+    }
