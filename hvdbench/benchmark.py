@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hvdbench import metrics, modes, record, runtime
+from hvdbench import metrics, modes, record, runtime, slurm, stopping
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.topology import Topology
@@ -74,6 +75,8 @@ def versions() -> dict[str, Any]:
 
 def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     """Run the benchmark as one rank of the job; the chief prints and writes the record."""
+    stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
+    stopped = False
     check_world_size(cfg, topo)
     cores = runtime.bind_cores(cfg, topo)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -90,23 +93,54 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         for line in banner(cfg, mode, rank_info):
             _say(mode, line)
 
+        every = cfg.stop.check_every
+        done = 0  # steps run so far, warm-up included: the agreement schedule is loop-wide
+        check_seconds = [0.0]  # time in stop agreements: harness overhead, not training
+
+        def agreed_stop() -> bool:
+            """The collective stop check, at the same steps on every rank."""
+            if not stopping.should_check(done, every):
+                return False
+            t = time.perf_counter()
+            agreed = mode.any_rank(stop.requested)
+            check_seconds[0] += time.perf_counter() - t
+            return agreed
+
         for _ in range(cfg.train.num_warmup_steps):
             mode.step()
-        _say(mode, "Done warm up")
-        _say(mode, metrics.progress_header())
+            done += 1
+            if agreed_stop():
+                stopped = True
+                break
+        if not stopped:
+            _say(mode, "Done warm up")
+            _say(mode, metrics.progress_header())
 
         batch = cfg.train.per_device_batch_size
         times: list[float] = []
         losses: list[float] = []
         start = time.perf_counter()
-        for i in range(1, cfg.train.num_steps + 1):
+        check_seconds[0] = 0.0
+        for i in range(1, 0 if stopped else cfg.train.num_steps + 1):
             t0 = time.perf_counter()
             loss = mode.step()
             times.append(time.perf_counter() - t0)
             losses.append(loss)
+            done += 1
             if metrics.should_display(i, cfg.train.display_every):
                 _say(mode, metrics.progress_line(i, batch, times, loss))
-        measured = time.perf_counter() - start
+            if agreed_stop():
+                stopped = True
+                break
+        measured = time.perf_counter() - start - check_seconds[0]
+        stop_info = stop_details(stop, stopped, done, cfg, len(times))
+        stop_info["agreement_seconds_excluded"] = check_seconds[0]
+        if stopped:
+            _say(
+                mode,
+                f"hvdbench: stopping on {stop_info['signal']} after {len(times)} of "
+                f"{cfg.train.num_steps} measured steps",
+            )
 
         mine = metrics.RankMeasurement(
             mode.worker_index, topo.hostname, batch, tuple(times), measured
@@ -124,14 +158,35 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 )
                 for g in gathered
             ]
-            totals = metrics.aggregate(ranks)
-            for line in metrics.summary_lines(totals):
-                print(line, flush=True)
-            path = write_record(cfg, mode, argv, gathered, totals, losses)
+            totals = metrics.aggregate(ranks) if times else None
+            if totals is not None:
+                for line in metrics.summary_lines(totals):
+                    print(line, flush=True)
+            path = write_record(cfg, mode, argv, gathered, totals, losses, stop_info)
             print(f"hvdbench: record written to {path}", flush=True)
     finally:
         mode.shutdown()
+    if stopped:
+        return stopping.exit_code(stop.signum or signal.SIGTERM)
     return 0
+
+
+def stop_details(
+    stop: stopping.StopRequest, stopped: bool, steps_done: int, cfg: Config, measured: int
+) -> dict[str, Any]:
+    """What the record says about an early stop (``None`` signal when the run completed)."""
+    signum = (stop.signum or int(signal.SIGTERM)) if stopped else None
+    return {
+        "stopped_early": stopped,
+        "signal": stopping.signal_name(signum) if signum else None,
+        "signum": signum,
+        "signal_seen_by_this_rank": stop.signum is not None,
+        "steps_done": steps_done,
+        "measured_steps_done": measured,
+        "measured_steps_planned": cfg.train.num_steps,
+        "warmup_steps_planned": cfg.train.num_warmup_steps,
+        "check_every": cfg.stop.check_every,
+    }
 
 
 def topology_summary(rank_infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -151,13 +206,19 @@ def write_record(
     mode: modes.Mode,
     argv: list[str],
     gathered: list[dict[str, Any]],
-    totals: metrics.Totals,
+    totals: metrics.Totals | None,
     chief_losses: list[float],
+    stop_info: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the run's record into ``output.dir`` under a new unique name."""
+    """Write the run's record into ``output.dir`` under a new unique name.
+
+    A run stopped by a signal is ``"status": "incomplete"`` with the steps it did; its
+    totals are ``None`` when it stopped before any measured step.
+    """
+    stopped = bool(stop_info and stop_info["stopped_early"])
     data = {
         "schema_version": record.RECORD_SCHEMA_VERSION,
-        "status": "complete",
+        "status": "incomplete" if stopped else "complete",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": cfg.mode.name,
         "model": cfg.model.name,
@@ -168,9 +229,11 @@ def write_record(
         "mode_details": mode.details(),
         "versions": versions(),
         "environment": record.captured_env(os.environ),
-        "totals": totals.to_dict(),
+        "slurm": slurm.job_info(os.environ),
+        "stop": stop_info,
+        "totals": totals.to_dict() if totals is not None else None,
         "per_rank": [g["measurement"] for g in gathered],
         "chief_losses": chief_losses,
     }
-    name = record.record_name(cfg.mode.name, cfg.model.name, totals.num_ranks)
+    name = record.record_name(cfg.mode.name, cfg.model.name, len(gathered))
     return record.write_atomic(Path(cfg.output.dir) / name, data)

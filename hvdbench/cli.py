@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         default="TensorFlow,MPI,Gloo",
         help="comma-separated features that must be [X] (default: TensorFlow,MPI,Gloo)",
     )
+    from hvdbench.study import commands as study_commands
+
+    study_commands.add_parsers(sub)
     return p
 
 
@@ -175,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rest, overrides = config.split_overrides(argv)
         args = _parser().parse_args(rest)
-        if overrides and args.command not in ("run", "config"):
+        from hvdbench.study import commands as study_commands
+
+        if overrides and args.command not in ("run", "config", *study_commands.TAKES_OVERRIDES):
             raise UsageError(f"'{args.command}' takes no config overrides, got {overrides[0]}")
         if args.command == "run":
             return cmd_run(args, overrides, argv)
@@ -185,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_models()
         if args.command == "check-build":
             return cmd_check_build(args)
+        if args.command in study_commands.COMMANDS:
+            return study_commands.dispatch(args, overrides, argv)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"hvdbench: error: {e}", file=sys.stderr)
