@@ -55,7 +55,8 @@ STAMP_PKG := $(VENV)/.stamp-hvdbench
 help:
 	@echo "make install      venv with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
 	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
-	@echo "make test         install, then all test tiers (each tier's time is printed)"
+	@echo "make test         install (Slurm too), then all test tiers (each tier's time is printed)"
+	@echo "make test-slurm   the Slurm tier alone: a real local Slurm runs the slurm/ scripts"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 
 install: $(STAMP_PKG)
@@ -100,9 +101,9 @@ define tier
 	exit $$rc
 endef
 
-TEST_TIERS := test-unit test-distributed
+TEST_TIERS := test-unit test-distributed test-slurm
 
-test: install
+test: install install-slurm
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory $(TEST_TIERS); \
 	echo "=== all tiers: $$(( $$(date +%s) - start )) s ==="
@@ -113,7 +114,8 @@ test-unit:
 test-distributed:
 	$(call tier,distributed,tests/distributed)
 
-test-slurm:
+# A real one-node Slurm (munged, slurmctld, slurmd started by tests/slurm/conftest.py).
+test-slurm: install-slurm
 	$(call tier,slurm,tests/slurm)
 
 lint:

@@ -170,7 +170,9 @@ def run_rank(
             "version": __import__("horovod").__version__,
         }
     comm = None
-    mpi_launched = any(k.startswith(("OMPI_COMM_WORLD_", "PMIX_RANK", "PMI_RANK")) for k in os.environ)
+    mpi_launched = any(
+        k.startswith(("OMPI_COMM_WORLD_", "PMIX_RANK", "PMI_RANK")) for k in os.environ
+    )
     if "mpi4py" in impls:
         if hvd is not None and not mpi_launched:
             facts["implementations"]["mpi4py"] = "skipped: the ranks were not started by MPI"
@@ -224,7 +226,9 @@ def run_rank(
     return results, facts, rank == 0
 
 
-def write(output_dir: str, results: Sequence[Result], facts: dict[str, Any], argv: list[str]) -> Path:
+def write(
+    output_dir: str, results: Sequence[Result], facts: dict[str, Any], argv: list[str]
+) -> Path:
     from hvdbench import record, slurm
 
     n = int(facts["world_size"])

@@ -142,7 +142,9 @@ def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
         except ProcessLookupError:
             pass
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    previous = {
+        s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    }
     try:
         return proc.wait()
     finally:

@@ -56,7 +56,9 @@ def validate_request(req: JobRequest) -> None:
             f"--time: cannot read {req.time!r}; expected minutes, MM:SS, HH:MM:SS or D-HH:MM"
         )
     if req.signal and not _SIGNAL.match(req.signal):
-        raise UsageError(f"--signal: cannot read {req.signal!r}; expected e.g. USR1@90 or B:USR1@90")
+        raise UsageError(
+            f"--signal: cannot read {req.signal!r}; expected e.g. USR1@90 or B:USR1@90"
+        )
 
 
 def sbatch_command(
@@ -166,7 +168,9 @@ def submit(cmd: Sequence[str], env: Mapping[str, str]) -> str:
             [exe, *cmd[1:]], capture_output=True, text=True, env=dict(env), timeout=120
         )
     except FileNotFoundError:
-        raise UsageError("sbatch not found: run on a Slurm login node (or `make install-slurm`)") from None
+        raise UsageError(
+            "sbatch not found: run on a Slurm login node (or `make install-slurm`)"
+        ) from None
     except subprocess.TimeoutExpired:
         raise UsageError("sbatch did not answer within 120 s") from None
     if out.returncode != 0:

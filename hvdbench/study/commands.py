@@ -64,7 +64,9 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--launcher", choices=("horovodrun", "mpirun", "slurm"), default="horovodrun")
     w.add_argument("--repeats", type=int, default=1)
     w.add_argument("--study", required=True, help="folder of the records")
-    w.add_argument("--point-timeout", type=float, default=3600.0, help="seconds per point (0: none)")
+    w.add_argument(
+        "--point-timeout", type=float, default=3600.0, help="seconds per point (0: none)"
+    )
     w.add_argument(
         "--slurm-jobs",
         choices=("packed", "per-point"),
@@ -93,9 +95,7 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--controller", choices=("gloo", "mpi"), default="gloo", help="horovodrun's")
     a.add_argument("--warmup", type=int, default=5)
     a.add_argument("--iters", type=int, default=20)
-    a.add_argument(
-        "--max-bytes-per-size", default="1GiB", help="fewer iterations for big messages"
-    )
+    a.add_argument("--max-bytes-per-size", default="1GiB", help="fewer iterations for big messages")
     a.add_argument("--output", default="results", help="folder of the JSON record")
     a.add_argument("--dry-run", action="store_true")
 
@@ -239,8 +239,10 @@ def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
         else:
             print("ok" if rc == 0 else f"exit {rc} (record kept)", flush=True)
     if not args.dry_run:
-        print(f"hvdbench sweep: {len(points) - failed} of {len(points)} point(s) left a record "
-              f"of their own; {failed} failed. `hvdbench report {study}` shows the table.")
+        print(
+            f"hvdbench sweep: {len(points) - failed} of {len(points)} point(s) left a record "
+            f"of their own; {failed} failed. `hvdbench report {study}` shows the table."
+        )
     return 1 if failed else 0
 
 
@@ -306,15 +308,15 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
     for i in impls:
         if i not in allreduce.IMPLEMENTATIONS:
-            raise UsageError(
-                f"--impl: {i!r} is not one of: {', '.join(allreduce.IMPLEMENTATIONS)}"
-            )
+            raise UsageError(f"--impl: {i!r} is not one of: {', '.join(allreduce.IMPLEMENTATIONS)}")
     if args.warmup < 0 or args.iters < 1:
         raise UsageError("--iters must be >= 1 and --warmup >= 0")
     budget = allreduce.parse_size(args.max_bytes_per_size)
     if args.model:
         if args.model not in config.MODEL_NAMES:
-            raise UsageError(f"--model: {args.model!r} is not one of: {', '.join(config.MODEL_NAMES)}")
+            raise UsageError(
+                f"--model: {args.model!r} is not one of: {', '.join(config.MODEL_NAMES)}"
+            )
     else:
         sizes = allreduce.parse_sizes(args.sizes, args.factor)
 
@@ -371,8 +373,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     batches = {r.per_device_batch_size for r in rows if r.per_device_batch_size}
     print(report.markdown(rows))
     if len(batches) > 1:
-        print(f"\nwarning: per-device batch differs between points ({sorted(batches)}): "
-              "this is not a weak-scaling study")
+        print(
+            f"\nwarning: per-device batch differs between points ({sorted(batches)}): "
+            "this is not a weak-scaling study"
+        )
     lines = report.failures(recs)
     if lines:
         print("\nRuns not in the medians:")

@@ -56,9 +56,7 @@ def ring_time(n: int, size_bytes: float, alpha_s: float, bandwidth_Bps: float) -
     return 2 * (n - 1) * alpha_s + 2 * (n - 1) / n * size_bytes / bandwidth_Bps
 
 
-def ps_time(
-    n: int, size_bytes: float, num_ps: int, alpha_s: float, bandwidth_Bps: float
-) -> float:
+def ps_time(n: int, size_bytes: float, num_ps: int, alpha_s: float, bandwidth_Bps: float) -> float:
     """Push gradients and pull variables through ``num_ps`` tasks: the ps links carry
     n·S/p each way (full duplex) per step, plus one round trip of latency."""
     return 2 * alpha_s + n * size_bytes / (max(num_ps, 1) * bandwidth_Bps)
@@ -123,9 +121,7 @@ class Prediction:
     measured_step_s: float | None
 
 
-def comm_time(
-    mode: str, n: int, size_bytes: float, fit: LinkFit, num_ps: int = 1
-) -> float:
+def comm_time(mode: str, n: int, size_bytes: float, fit: LinkFit, num_ps: int = 1) -> float:
     if pattern(mode) == PS:
         return ps_time(n, size_bytes, num_ps, fit.alpha_s, fit.bandwidth_Bps)
     return ring_time(n, size_bytes, fit.alpha_s, fit.bandwidth_Bps)

@@ -65,8 +65,25 @@ def summarize(recs: Sequence[Mapping[str, Any]]) -> list[Row]:
         incomplete = sum(1 for r in group if r.get("status") == "incomplete")
         if not complete:
             rows.append(
-                Row(mode, ranks, 0, failed, incomplete, None, None, None, None, None, None,
-                    None, None, None, "", None, None)  # fmt: skip
+                Row(
+                    mode,
+                    ranks,
+                    0,
+                    failed,
+                    incomplete,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "",
+                    None,
+                    None,
+                )  # fmt: skip
             )
             continue
         totals = [r["totals"] for r in complete]

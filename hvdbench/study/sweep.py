@@ -77,7 +77,9 @@ def plan(ranks: Sequence[int], modes: Sequence[str], repeats: int) -> list[Point
     return [Point(m, n, r) for r in range(repeats) for m in modes for n in ranks]
 
 
-def run_argv(config_path: str | None, point: Point, study: str, overrides: Sequence[str]) -> list[str]:
+def run_argv(
+    config_path: str | None, point: Point, study: str, overrides: Sequence[str]
+) -> list[str]:
     """``hvdbench run`` arguments of one point (what every rank runs)."""
     argv = ["run"]
     if config_path:
@@ -113,7 +115,9 @@ def local_command(cfg: config.Config, world: int, rank_cmd: list[str]) -> list[s
     return launch_command(cfg, world, rank_cmd)
 
 
-def point_config(config_path: str | None, point: Point, launcher: str, overrides: Sequence[str]) -> config.Config:
+def point_config(
+    config_path: str | None, point: Point, launcher: str, overrides: Sequence[str]
+) -> config.Config:
     extra = [f"--mode.name={point.mode}", f"--launch.np={point.ranks}"]
     if launcher in ("horovodrun", "mpirun"):
         extra.append(f"--launch.launcher={launcher}")

@@ -61,9 +61,7 @@ def test_report_csv_and_plot_match_the_records(study: Path, tmp_path: Path) -> N
         assert float(rows[n]["per_device_images_per_sec"]) == pytest.approx(
             t["per_device_images_per_sec"]
         )
-        assert float(rows[n]["step_time_median_ms"]) == pytest.approx(
-            1000 * t["step_time_median"]
-        )
+        assert float(rows[n]["step_time_median_ms"]) == pytest.approx(1000 * t["step_time_median"])
         lo, hi = t["per_device_images_per_sec_ci95"]
         assert float(rows[n]["per_device_ci95_lo"]) == pytest.approx(lo)
         assert float(rows[n]["per_device_ci95_hi"]) == pytest.approx(hi)
@@ -86,7 +84,9 @@ def test_baseline_against_itself_passes_and_against_a_faster_one_fails(
         rec["totals"]["total_images_per_sec"] *= 1.5
         (faster / Path(rec["created"].replace(":", "") + f"-{records.num_ranks(rec)}.json")
          ).write_text(json.dumps(rec))  # fmt: skip
-    bad = hvdbench("report", str(study), "--baseline", str(faster), "--tolerance", "5%", timeout=120)
+    bad = hvdbench(
+        "report", str(study), "--baseline", str(faster), "--tolerance", "5%", timeout=120
+    )
     assert bad.returncode == 1, bad.output
     assert bad.stdout.count("REGRESSION") == 2
 

@@ -174,9 +174,7 @@ class LocalSlurm:
     def _check_alive(self) -> None:
         for name, p in self.procs.items():
             if p.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {p.returncode}:\n{self.logs()}"
-                )
+                raise RuntimeError(f"{name} exited with {p.returncode}:\n{self.logs()}")
 
     def _wait_for(self, ready, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

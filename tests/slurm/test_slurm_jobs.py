@@ -220,7 +220,7 @@ def test_mpirun_script_forwards_scancel_signal(jobs: Jobs) -> None:
 
 def test_packed_sweep_runs_points_as_srun_steps(jobs: Jobs) -> None:
     fields = jobs.wait("sweep")
-    log = (jobs.dirs["sweep"] / "study" / "logs" / f"slurm-{jobs.ids['sweep']}.out")
+    log = jobs.dirs["sweep"] / "study" / "logs" / f"slurm-{jobs.ids['sweep']}.out"
     text = log.read_text(errors="replace") if log.exists() else "(no log)"
     assert fields["JobState"] == "COMPLETED", text
     recs = jobs.records("sweep", "study")

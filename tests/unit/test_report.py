@@ -91,7 +91,9 @@ def test_csv_round_trips_the_numbers() -> None:
     assert by[("horovod", 4)]["total_images_per_sec"] == ""
 
 
-@pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.05", 0.05), ("0", 0.0), ("12.5%", 0.125)])
+@pytest.mark.parametrize(
+    "text, value", [("5%", 0.05), ("0.05", 0.05), ("0", 0.0), ("12.5%", 0.125)]
+)
 def test_parse_tolerance(text: str, value: float) -> None:
     assert report.parse_tolerance(text) == pytest.approx(value)
 
@@ -105,7 +107,9 @@ def test_parse_tolerance_rejects(text: str) -> None:
 def test_baseline_comparison() -> None:
     base = report.summarize([rec("horovod", 1, 100.0, 100.0, 0.3), rec("horovod", 2, 200.0, 100.0, 0.3),
                              rec("horovod", 4, 400.0, 100.0, 0.3)])  # fmt: skip
-    now = report.summarize([rec("horovod", 1, 96.0, 96.0, 0.3), rec("horovod", 2, 189.0, 94.5, 0.3)])
+    now = report.summarize(
+        [rec("horovod", 1, 96.0, 96.0, 0.3), rec("horovod", 2, 189.0, 94.5, 0.3)]
+    )
     comps = {c.ranks: c for c in report.compare(now, base, 0.05)}
     assert not comps[1].regressed and comps[1].change_pct == pytest.approx(-4.0)
     assert comps[2].regressed and comps[2].change_pct == pytest.approx(-5.5)

@@ -36,7 +36,9 @@ def test_sbatch_command_every_option() -> None:
         output="/s/logs/slurm-%j.out",
         extra=("--exclusive",),
     )
-    cmd = slurm.sbatch_command(req, "x.sbatch", ["c.toml", "--train.num_steps=5"], sbatch="/usr/bin/sbatch")
+    cmd = slurm.sbatch_command(
+        req, "x.sbatch", ["c.toml", "--train.num_steps=5"], sbatch="/usr/bin/sbatch"
+    )
     assert cmd == [
         "/usr/bin/sbatch",
         "--parsable",
