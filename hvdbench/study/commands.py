@@ -431,10 +431,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"predict: no complete benchmark record in '{args.study}'")
     predicted: dict[str, list[tuple[int, float]]] = {}
     out: list[Any] = []
-    size = 0
+    sizes: dict[str, float] = {}
     for mode in sorted({r.mode for r in rows if r.repeats}):
         sample = next(r for r in complete if r.get("mode") == mode)
         size = args.gradient_bytes or model.gradient_bytes(sample["config"])
+        sizes[mode] = size
         num_ps = args.num_ps or model.num_ps_from_config(sample["config"])
         measured = {
             r.ranks: ((r.step_time_median_ms or 0) / 1000, r.scaling_efficiency)
@@ -444,7 +445,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         preds = model.predict(mode, measured, ranks, size, fit, num_ps)
         out += preds
         predicted[mode] = [(p.ranks, p.efficiency_no_overlap) for p in preds if p.ranks in ranks]
-    print(model.markdown(out, fit, size))
+    print(model.markdown(out, fit, sizes))
     if args.plot:
         from hvdbench.study import plot
 

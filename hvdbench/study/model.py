@@ -180,12 +180,14 @@ def _fmt(v: float | None, spec: str) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-def markdown(preds: Sequence[Prediction], fit: LinkFit, size_bytes: float) -> str:
+def markdown(preds: Sequence[Prediction], fit: LinkFit, size_bytes: Mapping[str, float]) -> str:
+    """The prediction table; ``size_bytes`` is S per mode."""
+    sizes = ", ".join(f"{m} {s:,.0f}" for m, s in sorted(size_bytes.items()))
     lines = [
         f"Fitted from all-reduce records: α = {fit.alpha_s * 1e6:.2f} us, "
         f"B = {fit.bandwidth_Bps / 1e9:.3f} GB/s ({fit.num_samples} samples, "
-        f"rms relative error {fit.rms_relative_error * 100:.1f}%); "
-        f"gradient bytes S = {size_bytes:,.0f}",
+        f"rms relative error {fit.rms_relative_error * 100:.1f}%)",
+        f"Gradient bytes per step S: {sizes}",
         "",
         "| mode | ranks | comm (ms) | step no-overlap (ms) | step overlap (ms) |"
         " predicted eff. no-overlap | predicted eff. overlap | measured eff. | measured step (ms) |",

@@ -207,3 +207,64 @@ def test_submit_bad_input_is_one_line_exit_2(tmp_path, args, message) -> None:  
     r = hvdbench("submit", str(cfg), *args, "--dry-run", timeout=60)
     assert r.returncode == 2, r.output
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_slurm_dry_run_packed_and_per_point(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    study = tmp_path / "s"
+    common = ["sweep", "--ranks", "1,2,4", "--launcher", "slurm", "--ntasks-per-node", "2",
+              "--study", str(study), "--time", "10", "--dry-run", "--model.name=trivial"]  # fmt: skip
+    packed = hvdbench(*common, timeout=60)
+    assert packed.returncode == 0, packed.output
+    (line,) = [ln for ln in packed.stdout.splitlines() if ln.startswith("sbatch")]
+    assert line.startswith(
+        "sbatch --parsable --job-name=hvdbench-sweep-horovod-n1_2_4 --nodes=2 "
+        f"--ntasks-per-node=2 --time=10 --output={study}/logs/slurm-%j.out '--wrap="
+    )
+    assert "--ranks=1,2,4 --modes=horovod --repeats=1 --launcher=slurm" in line
+    per = hvdbench(*common, "--slurm-jobs", "per-point", timeout=60)
+    assert per.returncode == 0, per.output
+    lines = [ln for ln in per.stdout.splitlines() if ln.startswith("sbatch")]
+    assert [ln.split()[3] for ln in lines] == ["--nodes=1", "--nodes=1", "--nodes=2"]
+    assert ["--ranks=1 " in lines[0], "--ranks=2 " in lines[1], "--ranks=4 " in lines[2]] == [
+        True
+    ] * 3
+    assert not study.exists()  # a dry run writes nothing
+
+
+def test_sweep_local_dry_run_prints_launcher_commands(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = hvdbench("sweep", "--ranks", "1,2", "--launcher", "mpirun", "--study", str(tmp_path / "s"),
+                 "--dry-run", timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.output
+    cmds = [ln for ln in r.stdout.splitlines() if "hvdbench run" in ln]
+    assert len(cmds) == 2
+    assert " -m hvdbench run --mode.name=horovod --launch.np=1 " in cmds[0]
+    assert "mpirun -np 2 -H localhost:2 --bind-to none --map-by slot" in cmds[1]
+    assert cmds[1].endswith(f"--launch.np=2 --output.dir={tmp_path / 's'}")
+
+
+def test_sweep_slurm_outside_a_job_needs_tasks_per_node(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = hvdbench("sweep", "--ranks", "2", "--launcher", "slurm", "--study", str(tmp_path),
+                 "--dry-run", timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "--ntasks-per-node" in r.stderr
+
+
+def test_topology_matches_what_the_local_slurm_showed() -> None:
+    """Checked on the real cluster (tests/slurm): the batch step has no SLURM_STEP_ID; srun
+    steps have a numeric one. mpirun across nodes starts its daemons with srun, so remote
+    ranks see a numeric step id and SLURM_PROCID = node index: Open MPI's variables win."""
+    from hvdbench import topology
+
+    batch = {"SLURM_JOB_ID": "5", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
+    assert not topology.in_srun_step(batch)
+    assert topology.detect(batch, "vm").source == "single"
+    step = batch | {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
+                    "SLURM_LOCALID": "1", "SLURM_STEP_TASKS_PER_NODE": "2", "SLURM_NODEID": "0"}  # fmt: skip
+    t = topology.detect(step, "vm")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (1, 2, 1, 2, "slurm")
+    pmix = step | {"PMIX_RANK": "1"}
+    assert topology.detect(pmix, "vm").source == "pmix"
+    remote_mpirun = step | {"SLURM_PROCID": "1", "OMPI_COMM_WORLD_RANK": "3",
+                            "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+                            "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}  # fmt: skip
+    t = topology.detect(remote_mpirun, "n2")
+    assert (t.rank, t.size, t.local_rank, t.source) == (3, 4, 1, "openmpi")
