@@ -444,7 +444,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         }
         preds = model.predict(mode, measured, ranks, size, fit, num_ps)
         out += preds
-        predicted[mode] = [(p.ranks, p.efficiency_no_overlap) for p in preds if p.ranks in ranks]
+        predicted[mode] = [(p.ranks, p.efficiency_no_overlap) for p in preds]
     print(model.markdown(out, fit, sizes))
     if args.plot:
         from hvdbench.study import plot

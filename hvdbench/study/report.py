@@ -5,8 +5,9 @@ Definitions (all pure arithmetic on records, unit-tested):
 * total images/sec: each run's figure measured across ranks (global images over the slowest
   rank's time); the row shows the median over repeats and the min..max spread;
 * per-device images/sec: the median over repeats; its 95% CI is the Student-t interval of
-  the repeats' values when there are two or more repeats (run-to-run noise), else the run's
-  own interval over its step times (step-to-step noise), as ``ci_source`` says;
+  the repeats' values when there are two or more repeats (run-to-run noise; centred on their
+  mean, cut at 0), else the run's own interval over its step times (step-to-step noise), as
+  ``ci_source`` says. With two repeats t = 12.7: use three or more for a useful interval;
 * scaling efficiency: per-device images/sec at N over per-device images/sec at the smallest
   N measured for the same mode (1.0 is perfect weak scaling);
 * step time: the median over repeats of each run's median step time.
@@ -93,7 +94,7 @@ def summarize(recs: Sequence[Mapping[str, Any]]) -> list[Row]:
         med_dev = statistics.median(per_dev)
         if len(per_dev) >= 2:
             mean, hw = metrics.mean_ci95(per_dev)
-            lo, hi, source = mean - hw, mean + hw, "repeats"
+            lo, hi, source = max(0.0, mean - hw), mean + hw, "repeats"  # a rate is >= 0
         else:
             lo, hi = (float(x) for x in totals[0]["per_device_images_per_sec_ci95"])
             source = "steps"
