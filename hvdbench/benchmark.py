@@ -133,7 +133,17 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 stopped = True
                 break
         measured = time.perf_counter() - start - check_seconds[0]
-        stop_info = stop_details(stop, stopped, done, cfg, len(times))
+
+        mine = metrics.RankMeasurement(
+            mode.worker_index, topo.hostname, batch, tuple(times), measured
+        )
+        gathered = mode.gather(
+            {"measurement": mine.to_dict(), "rank": rank_info, "stop_signal": stop.signum}
+        )
+        # Any rank's signal stands for all: with a signal only some ranks received, every
+        # rank (and the record) still names it, and exits with the same code.
+        signals = [g.get("stop_signal") for g in gathered] if gathered else [stop.signum]
+        stop_info = stop_details(stopped, done, cfg, len(times), signals)
         stop_info["agreement_seconds_excluded"] = check_seconds[0]
         if stopped:
             _say(
@@ -141,11 +151,6 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 f"hvdbench: stopping on {stop_info['signal']} after {len(times)} of "
                 f"{cfg.train.num_steps} measured steps",
             )
-
-        mine = metrics.RankMeasurement(
-            mode.worker_index, topo.hostname, batch, tuple(times), measured
-        )
-        gathered = mode.gather({"measurement": mine.to_dict(), "rank": rank_info})
         if mode.is_chief:
             assert gathered is not None
             ranks = [
@@ -167,20 +172,29 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     finally:
         mode.shutdown()
     if stopped:
-        return stopping.exit_code(stop.signum or signal.SIGTERM)
+        return stopping.exit_code(stop_info["signum"])
     return 0
 
 
 def stop_details(
-    stop: stopping.StopRequest, stopped: bool, steps_done: int, cfg: Config, measured: int
+    stopped: bool,
+    steps_done: int,
+    cfg: Config,
+    measured: int,
+    signals_by_rank: list[int | None],
 ) -> dict[str, Any]:
-    """What the record says about an early stop (``None`` signal when the run completed)."""
-    signum = (stop.signum or int(signal.SIGTERM)) if stopped else None
+    """What the record says about an early stop (``None`` signal when the run completed).
+
+    The signal is the first one a rank received, in rank order (SIGTERM if the ranks
+    stopped without one being known, which only a mode without a full gather can cause).
+    """
+    seen = [s for s in signals_by_rank if s is not None]
+    signum = (seen[0] if seen else int(signal.SIGTERM)) if stopped else None
     return {
         "stopped_early": stopped,
         "signal": stopping.signal_name(signum) if signum else None,
         "signum": signum,
-        "signal_seen_by_this_rank": stop.signum is not None,
+        "signals_by_rank": [stopping.signal_name(s) if s else None for s in signals_by_rank],
         "steps_done": steps_done,
         "measured_steps_done": measured,
         "measured_steps_planned": cfg.train.num_steps,
