@@ -169,6 +169,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                     print(line, flush=True)
             path = write_record(cfg, mode, argv, gathered, totals, losses, stop_info)
             print(f"hvdbench: record written to {path}", flush=True)
+        # No rank leaves before the record is on disk: a launcher that ends the job at the
+        # first exit (srun --kill-on-bad-exit, mpirun after a non-zero code) must not cut
+        # the chief short.
+        mode.any_rank(False)
     finally:
         mode.shutdown()
     if stopped:

@@ -20,6 +20,8 @@ from hvdbench.topology import expand_nodelist, in_srun_step
 # up to 60 s earlier than asked, so the margin only has to cover writing the record.
 DEFAULT_SIGNAL = "USR1@90"
 PMI_CHOICES = ("pmix", "pmi2", "none")
+# Seconds srun lets the other tasks of a step run on after the first one ends.
+STEP_WAIT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,21 @@ def srun_command(
     nodes: int = 0,
     mpi: str = "pmix",
     srun: str = "srun",
-    kill_on_bad_exit: bool = True,
+    wait_seconds: int = STEP_WAIT_SECONDS,
 ) -> list[str]:
-    """``srun --ntasks=N [--nodes=M] --mpi=PMI --kill-on-bad-exit=1 command...``: one step.
+    """``srun --ntasks=N [--nodes=M] --mpi=PMI --kill-on-bad-exit=0 --wait=S command...``.
 
-    Inside an allocation this is one point of a packed sweep: a step no bigger than it needs.
+    One step no bigger than it needs (one point of a packed sweep). Not
+    ``--kill-on-bad-exit=1``: after a stop on a signal every rank exits with 128 + signal,
+    and killing the step at the first such exit would cut the others short. ``--wait``
+    still ends a step whose ranks hang after one of them died.
     """
     if mpi not in PMI_CHOICES:
         raise UsageError(f"HVDBENCH_PMI / --mpi: {mpi!r} is not one of: {', '.join(PMI_CHOICES)}")
     cmd = [srun, f"--ntasks={ntasks}"]
     if nodes:
         cmd.append(f"--nodes={nodes}")
-    cmd.append(f"--mpi={mpi}")
-    if kill_on_bad_exit:
-        cmd.append("--kill-on-bad-exit=1")
+    cmd += [f"--mpi={mpi}", "--kill-on-bad-exit=0", f"--wait={wait_seconds}"]
     return cmd + list(command)
 
 

@@ -71,17 +71,20 @@ def test_srun_command() -> None:
         "srun",
         "--ntasks=4",
         "--mpi=pmix",
-        "--kill-on-bad-exit=1",
+        "--kill-on-bad-exit=0",
+        "--wait=60",
         "python",
         "-m",
         "hvdbench",
         "run",
     ]
-    assert slurm.srun_command(2, ["x"], nodes=2, mpi="pmi2", kill_on_bad_exit=False) == [
+    assert slurm.srun_command(2, ["x"], nodes=2, mpi="pmi2", wait_seconds=5) == [
         "srun",
         "--ntasks=2",
         "--nodes=2",
         "--mpi=pmi2",
+        "--kill-on-bad-exit=0",
+        "--wait=5",
         "x",
     ]
     with pytest.raises(UsageError, match="pmix"):
