@@ -236,12 +236,16 @@ def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
         if failed_rec is not None:
             failed += 1
             print(f"FAILED ({'timeout' if rc is None else f'exit {rc}'}): {failed_rec}", flush=True)
+        elif rc != 0:
+            failed += 1
+            why = "timed out" if rc is None else f"exit {rc}"
+            print(f"{why}; its own record (incomplete) is kept", flush=True)
         else:
-            print("ok" if rc == 0 else f"exit {rc} (record kept)", flush=True)
+            print("ok", flush=True)
     if not args.dry_run:
         print(
-            f"hvdbench sweep: {len(points) - failed} of {len(points)} point(s) left a record "
-            f"of their own; {failed} failed. `hvdbench report {study}` shows the table."
+            f"hvdbench sweep: {len(points) - failed} of {len(points)} point(s) completed; "
+            f"{failed} failed or stopped early. `hvdbench report {study}` shows the table."
         )
     return 1 if failed else 0
 

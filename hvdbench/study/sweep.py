@@ -33,6 +33,7 @@ from hvdbench.errors import UsageError
 from hvdbench.study import records
 
 LAUNCHERS = ("horovodrun", "mpirun", "slurm")
+TERM_GRACE_SECONDS = 10.0
 SLURM_JOBS = ("packed", "per-point")
 
 
@@ -150,6 +151,9 @@ def run_point(
     """Run one point to completion (or its timeout), log it, and make sure it left a record.
 
     Returns the exit code (None on timeout) and the failed-point record written, if any.
+    On timeout the point gets SIGTERM first, so it may still stop at an agreed step and
+    write its own record marked incomplete; only a point that wrote nothing gets a
+    ``failed`` record.
     """
     logs = study / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -168,6 +172,7 @@ def run_point(
         except subprocess.TimeoutExpired:
             rc = None
             error = f"timed out after {timeout:g} s"
+            _terminate(proc)
         except KeyboardInterrupt:
             _kill(proc)
             raise
@@ -176,9 +181,7 @@ def run_point(
             if proc.poll() is None:
                 proc.wait()
     new = _new_records(study, before)
-    if rc == 0 and new:
-        return rc, None
-    if new and rc is not None:  # e.g. stopped by a signal: its own record says incomplete
+    if new:  # its own record: complete, or incomplete after a stop (a signal, the timeout)
         return rc, None
     text = log_path.read_text(errors="replace")
     if not error:
@@ -199,6 +202,19 @@ def run_point(
     rec["log_file"] = str(log_path)
     name = record.record_name(point.mode, f"{model}-failed", point.ranks)
     return rc, record.write_atomic(study / name, rec)
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float = TERM_GRACE_SECONDS) -> None:
+    """SIGTERM first: srun then cancels its step cleanly and ranks may stop at an agreed
+    step; SIGKILL (by the caller) after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

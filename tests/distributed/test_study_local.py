@@ -33,7 +33,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--point-timeout", "240", *TINY, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.output
-    assert "2 of 2 point(s) left a record" in r.stdout
+    assert "2 of 2 point(s) completed" in r.stdout
     return d
 
 
@@ -92,18 +92,22 @@ def test_baseline_against_itself_passes_and_against_a_faster_one_fails(
 
 
 def test_failed_point_is_recorded_with_its_error(tmp_path: Path) -> None:
+    """channels_first passes config validation but every rank refuses it on a CPU."""
     r = hvdbench(
-        "sweep", "--ranks", "1", "--study", str(tmp_path), "--point-timeout", "0.5", *TINY,
-        timeout=120,
+        "sweep", "--ranks", "1", "--study", str(tmp_path), "--point-timeout", "120", *TINY,
+        "--model.data_format=channels_first", timeout=180,
     )  # fmt: skip
     assert r.returncode == 1, r.output
+    assert "FAILED (exit 2)" in r.stdout
     recs = records.load(tmp_path)
     assert len(recs) == 1
-    assert recs[0]["status"] == "failed" and recs[0]["ranks"] == 1
-    assert recs[0]["error"] == "timed out after 0.5 s"
+    rec = recs[0]
+    assert rec["status"] == "failed" and rec["ranks"] == 1 and rec["returncode"] == 2
+    assert rec["error"].startswith("exit code 2: hvdbench: error: model.data_format:")
+    assert "channels_first" in rec["log"] and Path(rec["log_file"]).is_file()
     rep = hvdbench("report", str(tmp_path), timeout=60)
     assert "| horovod | 1 | — | 0 (+1 failed) |" in rep.stdout
-    assert "- failed: horovod n=1: timed out after 0.5 s" in rep.stdout
+    assert "- failed: horovod n=1: exit code 2: hvdbench: error: model.data_format:" in rep.stdout
 
 
 def test_allreduce_two_ranks_gives_busbw_for_a_range_of_sizes(tmp_path: Path) -> None:
