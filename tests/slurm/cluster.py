@@ -208,8 +208,25 @@ class LocalSlurm:
             parts.append(f"--- {f.name}\n" + "\n".join(lines))
         return "\n".join(parts)
 
+    def leftover_pids(self) -> list[int]:
+        """Processes started through this cluster (slurmstepd, job tasks): they inherit
+        ``SLURM_CONF`` pointing at our config, which nothing else on the machine has."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in env:
+                pids.append(int(entry))
+        return pids
+
     def stop(self) -> None:
-        """Stop the daemons (slurmd, slurmctld, munged), by process group, then remove state."""
+        """Stop the daemons (slurmd, slurmctld, munged) by process group, kill by pid any
+        step or task they left, then remove the state."""
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.get(name)
             if p is None:
@@ -225,6 +242,11 @@ class LocalSlurm:
                     p.wait(timeout=wait)
                 except subprocess.TimeoutExpired:
                     pass
+        for pid in self.leftover_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
