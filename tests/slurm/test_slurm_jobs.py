@@ -37,16 +37,19 @@ dir = "{out}"
 
 PROBE = r"""#!/bin/bash
 # Which launchers start MPI ranks here, and what SLURM_STEP_ID each kind of process sees.
+# Each process writes its own file (ranks printing at once can interleave on one line).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 P="$HVDBENCH_PYTHON"
 SNIP='import json, os; from mpi4py import MPI; from hvdbench import topology as t
-c = MPI.COMM_WORLD; d = t.detect(os.environ)
-print(json.dumps({"how": os.environ["HOW"], "rank": c.Get_rank(), "size": c.Get_size(),
-  "sum": c.allreduce(1), "step_id": os.environ.get("SLURM_STEP_ID"),
-  "in_srun_step": t.in_srun_step(os.environ), "topo": [d.rank, d.size, d.source]}), flush=True)'
-HOW=batch "$P" -c 'import json, os; from hvdbench import topology as t
-print(json.dumps({"how": "batch", "step_id": os.environ.get("SLURM_STEP_ID"),
-  "in_srun_step": t.in_srun_step(os.environ), "source": t.detect(os.environ).source}))'
+c = MPI.COMM_WORLD; d = t.detect(os.environ); how = os.environ["HOW"]
+open(f"probe-{how}-{c.Get_rank()}.json", "w").write(json.dumps({"how": how,
+  "rank": c.Get_rank(), "size": c.Get_size(), "sum": c.allreduce(1),
+  "step_id": os.environ.get("SLURM_STEP_ID"), "in_srun_step": t.in_srun_step(os.environ),
+  "topo": [d.rank, d.size, d.source]}))'
+"$P" -c 'import json, os; from hvdbench import topology as t
+open("probe-batch.json", "w").write(json.dumps({"how": "batch",
+  "step_id": os.environ.get("SLURM_STEP_ID"), "in_srun_step": t.in_srun_step(os.environ),
+  "source": t.detect(os.environ).source}))'
 HOW=srun-pmix srun --mpi=pmix -n 2 "$P" -c "$SNIP"
 HOW=mpirun mpirun -np 2 "$P" -c "$SNIP"
 """
@@ -152,7 +155,7 @@ def test_launchers_start_mpi_ranks_and_step_ids(jobs: Jobs) -> None:
     fields = jobs.wait("probe")
     out = jobs.log("probe")
     assert fields["JobState"] == "COMPLETED", out
-    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    lines = [json.loads(p.read_text()) for p in sorted(jobs.dirs["probe"].glob("probe-*.json"))]
     batch = [x for x in lines if x["how"] == "batch"]
     assert batch == [{"how": "batch", "step_id": None, "in_srun_step": False, "source": "single"}]
     for how, source in (("srun-pmix", "pmix"), ("mpirun", "openmpi")):
