@@ -128,3 +128,21 @@ def test_load_skips_foreign_json(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         records.load(tmp_path / "missing")
     assert statistics.median([1, 2, 3]) == 2
+
+
+def test_report_and_predict_bad_input_exit_2(tmp_path: Path) -> None:
+    from tests.conftest import hvdbench
+
+    (tmp_path / "r.json").write_text(json.dumps(rec("horovod", 1, 10.0, 10.0, 0.1)))
+    cases = [
+        (["report", str(tmp_path / "nope")], "does not exist"),
+        (["report", str(tmp_path), "--tolerance", "lots"], "--tolerance"),
+        (["predict", str(tmp_path)], "no all-reduce record"),
+        (["predict", str(tmp_path), "--ranks", "0"], "--ranks"),
+        (["allreduce", "--sizes", "1XB..2MiB"], "--sizes"),
+        (["allreduce", "--impl", "nccl"], "--impl"),
+    ]
+    for args, message in cases:
+        r = hvdbench(*args, timeout=60)
+        assert r.returncode == 2, (args, r.output)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
