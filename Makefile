@@ -56,7 +56,8 @@ STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)
 help:
 	@echo "make install      venv with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
 	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
-	@echo "make test         install, then all test tiers (each tier's time is printed)"
+	@echo "make test         install (Slurm too), then all test tiers (each tier's time is printed)"
+	@echo "make test-slurm   the Slurm tier alone: a real local Slurm runs the slurm/ scripts"
 	@echo "make perf         the performance suite: ratios against the hardware limit (slow)"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 
@@ -111,9 +112,9 @@ define tier
 	exit $$rc
 endef
 
-TEST_TIERS := test-unit test-distributed
+TEST_TIERS := test-unit test-distributed test-slurm
 
-test: install
+test: install install-slurm
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory $(TEST_TIERS); \
 	echo "=== all tiers: $$(( $$(date +%s) - start )) s ==="
@@ -124,7 +125,8 @@ test-unit:
 test-distributed:
 	$(call tier,distributed,tests/distributed)
 
-test-slurm:
+# A real one-node Slurm (munged, slurmctld, slurmd started by tests/slurm/conftest.py).
+test-slurm: install-slurm
 	$(call tier,slurm,tests/slurm)
 
 lint:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import metrics, modes, record, runtime, watchdog
+from hvdbench import metrics, modes, record, runtime, slurm, stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.hooks import RunHooks
@@ -88,6 +88,8 @@ def _installed(package: str) -> str | None:
 
 def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     """Run the benchmark as one rank of the job; the chief prints and writes the record."""
+    stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
+    stopped = False
     check_world_size(cfg, topo)
     cores = runtime.bind_cores(cfg, topo)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,7 +102,6 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         pid=os.getpid(),
     )
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
     mode = modes.get(cfg.mode.name)(cfg, topo)
     mode.setup()
     dog: watchdog.Watchdog | None = None
@@ -146,8 +147,8 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             run.peers = dog.peers
 
         try:
-            measured = _measure(cfg, mode, run, progress, hooks)
-        except Exception as e:  # a collective failed, or SIGTERM (Terminated) arrived
+            measured, stopped, done, agreement = _measure(cfg, mode, run, progress, hooks, stop)
+        except Exception as e:  # a collective failed: a peer died or the job is torn down
             _fail(run, dog, e)
 
         mine = metrics.RankMeasurement(
@@ -157,47 +158,99 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             tuple(run.times),
             measured,
         )
-        gathered = mode.gather({**mine.to_dict(), "synthetic_step_times": hooks.synthetic_times})
+        gathered = mode.gather(
+            {
+                **mine.to_dict(),
+                "synthetic_step_times": hooks.synthetic_times,
+                "stop_signal": stop.signum,
+            }
+        )
         dog.stop()
+        # Any rank's signal stands for all: with a signal only some ranks received, every
+        # rank (and the record) still names it, and exits with the same code.
+        signals = [g.get("stop_signal") for g in gathered] if gathered else [stop.signum]
+        stop_info = stop_details(stopped, done, cfg, len(run.times), signals)
+        stop_info["agreement_seconds_excluded"] = agreement
+        if stopped:
+            _say(
+                mode,
+                f"hvdbench: stopping on {stop_info['signal']} after {len(run.times)} of "
+                f"{cfg.train.num_steps} measured steps",
+            )
         if mode.is_chief:
             assert gathered is not None
-            ranks = [metrics.RankMeasurement.from_dict(g) for g in gathered]
-            totals = metrics.aggregate(ranks)
-            for line in metrics.summary_lines(totals):
-                print(line, flush=True)
-            extra = hooks.record_fields(gathered, totals)
-            if "input_pipeline" in extra:
-                print(input_pipeline_line(extra["input_pipeline"]), flush=True)
-            path = run.save_complete(gathered, totals, extra)
+            totals = None
+            extra: dict[str, Any] = {}
+            if run.times:
+                totals = metrics.aggregate([metrics.RankMeasurement.from_dict(g) for g in gathered])
+                for line in metrics.summary_lines(totals):
+                    print(line, flush=True)
+                extra = hooks.record_fields(gathered, totals)
+                if "input_pipeline" in extra:
+                    print(input_pipeline_line(extra["input_pipeline"]), flush=True)
+            extra |= {"slurm": slurm.job_info(os.environ), "stop": stop_info}
+            path = run.save_complete(gathered, totals, extra, stopped)
             print(f"hvdbench: record written to {path}", flush=True)
+        # No rank leaves before the record is on disk: a launcher that ends the job at the
+        # first exit (srun --kill-on-bad-exit, mpirun after a non-zero code) must not cut
+        # the chief short.
+        mode.any_rank(False)
     finally:
         if dog is not None:
             dog.stop()
         mode.shutdown()
+    if stopped:
+        return stopping.exit_code(stop_info["signum"])
     return 0
 
 
 def _measure(
-    cfg: Config, mode: modes.Mode, run: Run, progress: watchdog.Progress, hooks: RunHooks
-) -> float:
-    """Warm up, then time each measured step; returns the measured wall time, less the
-    time spent in the hooks (checkpoints, summaries) and in record rewrites."""
+    cfg: Config,
+    mode: modes.Mode,
+    run: Run,
+    progress: watchdog.Progress,
+    hooks: RunHooks,
+    stop: stopping.StopRequest,
+) -> tuple[float, bool, int, float]:
+    """Warm up, then time each measured step. Every ``stop.check_every`` steps (warm-up
+    included) the ranks agree on whether to stop. Returns the measured wall time, less the
+    time spent in hooks (checkpoints, summaries), record rewrites and stop agreements;
+    whether the ranks stopped early; the steps run; the seconds spent agreeing."""
+    done = 0
+    agreement = 0.0
+    stopped = False
+
+    def agreed_stop() -> bool:
+        nonlocal agreement
+        if not stopping.should_check(done, cfg.stop.check_every):
+            return False
+        t = time.perf_counter()
+        agreed = mode.any_rank(stop.requested)
+        agreement += time.perf_counter() - t
+        return agreed
+
     for _ in range(cfg.train.num_warmup_steps):
         hooks.before_step()
         t0 = time.perf_counter()
         hooks.after_step(mode.step(), time.perf_counter() - t0)
-    _say(mode, "Done warm up")
-    if hooks.compare_synthetic:
-        synthetic = hooks.measure_synthetic()
-        rate = metrics.perf_timing(cfg.train.per_device_batch_size, synthetic)[0]
-        _say(mode, f"Synthetic data: {rate:.1f} images/sec per device (for comparison)")
-    _say(mode, metrics.progress_header())
+        done += 1
+        if agreed_stop():
+            stopped = True
+            break
+    if not stopped:
+        _say(mode, "Done warm up")
+        if hooks.compare_synthetic:
+            synthetic = hooks.measure_synthetic()
+            rate = metrics.perf_timing(cfg.train.per_device_batch_size, synthetic)[0]
+            _say(mode, f"Synthetic data: {rate:.1f} images/sec per device (for comparison)")
+        _say(mode, metrics.progress_header())
 
     batch = cfg.train.per_device_batch_size
     overhead = hooks.overhead
     saving = 0.0
+    agreement = 0.0
     start = time.perf_counter()
-    for i in range(1, cfg.train.num_steps + 1):
+    for i in range(1, 0 if stopped else cfg.train.num_steps + 1):
         hooks.before_step()
         progress.begin(i)
         t0 = time.perf_counter()
@@ -211,21 +264,13 @@ def _measure(
             t1 = time.perf_counter()
             run.save_partial(t1 - start)
             saving += time.perf_counter() - t1
-    measured = time.perf_counter() - start - (hooks.overhead - overhead) - saving
+        done += 1
+        if agreed_stop():
+            stopped = True
+            break
+    measured = time.perf_counter() - start - (hooks.overhead - overhead) - saving - agreement
     hooks.finish()
-    return measured
-
-
-class Terminated(Exception):
-    """Raised in the main thread by SIGTERM/SIGINT, between two Python statements."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"terminated by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise Terminated(signum)
+    return measured, stopped, done, agreement
 
 
 def _fail(run: Run, dog: watchdog.Watchdog | None, error: BaseException) -> NoReturn:
@@ -237,7 +282,7 @@ def _fail(run: Run, dog: watchdog.Watchdog | None, error: BaseException) -> NoRe
         dog.wait_for_verdict()
     text = str(error).strip().splitlines()
     message = f"{type(error).__name__}: {text[0] if text else ''}"
-    code = 128 + error.signum if isinstance(error, Terminated) else watchdog.EXIT_FAULT
+    code = watchdog.EXIT_FAULT
     try:
         run.abort(message)
     finally:
@@ -321,13 +366,19 @@ class Run:
             self.save_partial(time.perf_counter() - self.started, error=message)
 
     def save_complete(
-        self, gathered: list[dict[str, Any]], totals: metrics.Totals, extra: dict[str, Any]
+        self,
+        gathered: list[dict[str, Any]],
+        totals: metrics.Totals | None,
+        extra: dict[str, Any],
+        stopped: bool = False,
     ) -> Path:
+        """The final record: complete, or incomplete when the ranks stopped on a signal
+        (then totals cover the steps done, or are None when no measured step ran)."""
         return self._write(
             {
-                "status": "complete",
+                "status": "incomplete" if stopped else "complete",
                 "mode_details": self.mode.details(),  # settings and end-of-run state
-                "totals": totals.to_dict(),
+                "totals": totals.to_dict() if totals is not None else None,
                 "per_rank": gathered,
                 "chief_losses": list(self.losses),
                 **extra,
@@ -342,6 +393,33 @@ def input_pipeline_line(p: dict[str, Any]) -> str:
         f"(x{p['real_over_synthetic_step_time']:.2f}): "
         + ("the input is the bottleneck" if p["input_bound"] else "the input keeps up")
     )
+
+
+def stop_details(
+    stopped: bool,
+    steps_done: int,
+    cfg: Config,
+    measured: int,
+    signals_by_rank: list[int | None],
+) -> dict[str, Any]:
+    """What the record says about an early stop (``None`` signal when the run completed).
+
+    The signal is the first one a rank received, in rank order (SIGTERM if the ranks
+    stopped without one being known, which only a mode without a full gather can cause).
+    """
+    seen = [s for s in signals_by_rank if s is not None]
+    signum = (seen[0] if seen else int(signal.SIGTERM)) if stopped else None
+    return {
+        "stopped_early": stopped,
+        "signal": stopping.signal_name(signum) if signum else None,
+        "signum": signum,
+        "signals_by_rank": [stopping.signal_name(s) if s else None for s in signals_by_rank],
+        "steps_done": steps_done,
+        "measured_steps_done": measured,
+        "measured_steps_planned": cfg.train.num_steps,
+        "warmup_steps_planned": cfg.train.num_warmup_steps,
+        "check_every": cfg.stop.check_every,
+    }
 
 
 def topology_summary(rank_infos: list[dict[str, Any]]) -> dict[str, Any]:

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         default="TensorFlow,MPI,Gloo",
         help="comma-separated features that must be [X] (default: TensorFlow,MPI,Gloo)",
     )
+    from hvdbench.study import commands as study_commands
+
+    study_commands.add_parsers(sub)
     return p
 
 
@@ -246,7 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(rest)
         except SystemExit as e:  # --help, --version, or argparse's one-line error
             return e.code if isinstance(e.code, int) else 2
-        if overrides and args.command not in ("run", "config", "eval"):
+        from hvdbench.study import commands as study_commands
+
+        if overrides and args.command not in (
+            "run",
+            "config",
+            "eval",
+            *study_commands.TAKES_OVERRIDES,
+        ):
             raise UsageError(f"'{args.command}' takes no config overrides, got {overrides[0]}")
         if args.command == "run":
             return cmd_run(args, overrides, argv)
@@ -260,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_data(args)
         if args.command == "check-build":
             return cmd_check_build(args)
+        if args.command in study_commands.COMMANDS:
+            return study_commands.dispatch(args, overrides, argv)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"hvdbench: error: {e}", file=sys.stderr)

@@ -430,6 +430,20 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class StopConfig:
+    """Stopping early on a signal (Slurm's --signal warning before the time limit)."""
+
+    check_every: int = fld(
+        "Measured or warm-up steps between the ranks' agreements on stopping. On SIGTERM or "
+        "SIGUSR1 each rank sets a flag; every this many steps the ranks combine their flags "
+        "in a collective, so they all stop after the same step, the chief writes the record "
+        "marked incomplete, and hvdbench exits with 128 + the signal number. The time spent "
+        "in these agreements is left out of the measured time.",
+        min=1,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run. Built by :func:`load`, frozen, and passed down whole."""
 
@@ -448,6 +462,7 @@ class Config:
     summary: SummaryConfig
     trace: TraceConfig
     eval: EvalConfig
+    stop: StopConfig
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The config as plain TOML-able data, section by section."""

@@ -128,7 +128,7 @@ def tool_path(name: str) -> str:
 
 
 def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run a launcher in its own process group; forward SIGINT/SIGTERM; leave nothing behind."""
+    """Run a launcher in its own process group; forward SIGINT/SIGTERM/SIGUSR1; leave nothing behind."""
     try:
         proc = subprocess.Popen(list(cmd), env=dict(env), start_new_session=True)
     except FileNotFoundError:
@@ -142,7 +142,9 @@ def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
         except ProcessLookupError:
             pass
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    }
     try:
         return proc.wait()
     finally:

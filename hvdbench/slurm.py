@@ -1,0 +1,182 @@
+"""Slurm: the ``sbatch`` and ``srun`` command lines (pure builders) and the job's identity.
+
+Builders return ``list[str]`` and touch nothing, so tests assert the exact argv; ``submit``
+is the one thin step that runs ``sbatch``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hvdbench.errors import UsageError
+from hvdbench.topology import expand_nodelist, in_srun_step
+
+# What Slurm sends before the time limit, and how long before (seconds). Slurm may send it
+# up to 60 s earlier than asked, so the margin only has to cover writing the record.
+DEFAULT_SIGNAL = "USR1@90"
+PMI_CHOICES = ("pmix", "pmi2", "none")
+# Seconds srun lets the other tasks of a step run on after the first one ends.
+STEP_WAIT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What ``hvdbench submit`` asks Slurm for."""
+
+    nodes: int
+    ntasks_per_node: int
+    partition: str = ""
+    time: str = ""
+    account: str = ""
+    job_name: str = "hvdbench"
+    signal: str = DEFAULT_SIGNAL
+    output: str = ""
+    extra: tuple[str, ...] = ()
+
+    @property
+    def ntasks(self) -> int:
+        return self.nodes * self.ntasks_per_node
+
+
+_TIME = re.compile(r"^(\d+|\d+:\d{2}(:\d{2})?|\d+-\d+(:\d{2}(:\d{2})?)?|UNLIMITED|INFINITE)$")
+_SIGNAL = re.compile(r"^(B:|R:)?[A-Z0-9]+(@\d+)?$")
+
+
+def validate_request(req: JobRequest) -> None:
+    """One-line errors for values sbatch would reject later, after queueing."""
+    if req.nodes < 1:
+        raise UsageError(f"--nodes: must be >= 1, got {req.nodes}")
+    if req.ntasks_per_node < 1:
+        raise UsageError(f"--ntasks-per-node: must be >= 1, got {req.ntasks_per_node}")
+    if req.time and not _TIME.match(req.time):
+        raise UsageError(
+            f"--time: cannot read {req.time!r}; expected minutes, MM:SS, HH:MM:SS or D-HH:MM"
+        )
+    if req.signal and not _SIGNAL.match(req.signal):
+        raise UsageError(
+            f"--signal: cannot read {req.signal!r}; expected e.g. USR1@90 or B:USR1@90"
+        )
+
+
+def sbatch_command(
+    req: JobRequest,
+    script: str = "",
+    script_args: Sequence[str] = (),
+    *,
+    wrap: Sequence[str] = (),
+    sbatch: str = "sbatch",
+    parsable: bool = True,
+) -> list[str]:
+    """``sbatch --nodes N --ntasks-per-node K [--partition P] [--time T] [--account A] ...``.
+
+    Options on the command line override the script's ``#SBATCH`` lines, so one script
+    serves any size. With ``wrap`` (an argv) the job runs that command instead of a script.
+    """
+    if bool(script) == bool(wrap):
+        raise ValueError("sbatch_command needs exactly one of script and wrap")
+    cmd = [sbatch]
+    if parsable:
+        cmd.append("--parsable")
+    cmd += [f"--job-name={req.job_name}", f"--nodes={req.nodes}"]
+    cmd += [f"--ntasks-per-node={req.ntasks_per_node}"]
+    if req.partition:
+        cmd.append(f"--partition={req.partition}")
+    if req.time:
+        cmd.append(f"--time={req.time}")
+    if req.account:
+        cmd.append(f"--account={req.account}")
+    if req.signal:
+        cmd.append(f"--signal={req.signal}")
+    if req.output:
+        cmd.append(f"--output={req.output}")
+    cmd += list(req.extra)
+    if wrap:
+        return cmd + [f"--wrap={shlex.join(wrap)}"]
+    return cmd + [script, *script_args]
+
+
+def srun_command(
+    ntasks: int,
+    command: Sequence[str],
+    *,
+    nodes: int = 0,
+    mpi: str = "pmix",
+    srun: str = "srun",
+    wait_seconds: int = STEP_WAIT_SECONDS,
+) -> list[str]:
+    """``srun --ntasks=N [--nodes=M] --mpi=PMI --kill-on-bad-exit=0 --wait=S command...``.
+
+    One step no bigger than it needs (one point of a packed sweep). Not
+    ``--kill-on-bad-exit=1``: after a stop on a signal every rank exits with 128 + signal,
+    and killing the step at the first such exit would cut the others short. ``--wait``
+    still ends a step whose ranks hang after one of them died.
+    """
+    if mpi not in PMI_CHOICES:
+        raise UsageError(f"HVDBENCH_PMI / --mpi: {mpi!r} is not one of: {', '.join(PMI_CHOICES)}")
+    cmd = [srun, f"--ntasks={ntasks}"]
+    if nodes:
+        cmd.append(f"--nodes={nodes}")
+    cmd += [f"--mpi={mpi}", "--kill-on-bad-exit=0", f"--wait={wait_seconds}"]
+    return cmd + list(command)
+
+
+def in_allocation(env: Mapping[str, str]) -> bool:
+    """Inside a Slurm job (batch script or salloc shell) but not inside one of its steps."""
+    return bool(env.get("SLURM_JOB_ID")) and not in_srun_step(env)
+
+
+def job_info(env: Mapping[str, str]) -> dict[str, object] | None:
+    """The job's identity for the record: job id, step, node list (expanded), name."""
+    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job_id:
+        return None
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
+    step = env.get("SLURM_STEP_ID", "").strip()
+    return {
+        "job_id": job_id,
+        "step_id": step if step else "batch",
+        "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+        "array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
+        "job_name": env.get("SLURM_JOB_NAME"),
+        "partition": env.get("SLURM_JOB_PARTITION"),
+        "account": env.get("SLURM_JOB_ACCOUNT"),
+        "cluster": env.get("SLURM_CLUSTER_NAME"),
+        "node_list": nodelist,
+        "nodes": expand_nodelist(nodelist) if nodelist else [],
+        "num_nodes": int(env["SLURM_JOB_NUM_NODES"])
+        if env.get("SLURM_JOB_NUM_NODES", "").isdigit()
+        else None,
+    }
+
+
+def parse_job_id(sbatch_stdout: str) -> str:
+    """The job id from ``sbatch --parsable`` output (``123`` or ``123;cluster``)."""
+    first = sbatch_stdout.strip().splitlines()[-1] if sbatch_stdout.strip() else ""
+    job = first.split(";", 1)[0].strip()
+    if not job.isdigit():
+        raise UsageError(f"sbatch did not return a job id: {sbatch_stdout.strip()!r}")
+    return job
+
+
+def submit(cmd: Sequence[str], env: Mapping[str, str]) -> str:
+    """Run ``sbatch`` and return the job id; its error becomes one line."""
+    exe = shutil.which(cmd[0], path=env.get("PATH")) or cmd[0]
+    try:
+        out = subprocess.run(
+            [exe, *cmd[1:]], capture_output=True, text=True, env=dict(env), timeout=120
+        )
+    except FileNotFoundError:
+        raise UsageError(
+            "sbatch not found: run on a Slurm login node (or `make install-slurm`)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise UsageError("sbatch did not answer within 120 s") from None
+    if out.returncode != 0:
+        msg = " ".join(out.stderr.split()) or f"exit code {out.returncode}"
+        raise UsageError(f"sbatch refused the job: {msg}")
+    return parse_job_id(out.stdout)

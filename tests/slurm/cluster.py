@@ -1,0 +1,260 @@
+"""A real one-node Slurm cluster on this machine, for the Slurm test tier.
+
+munged, slurmctld and slurmd run as root in the foreground, each in its own process group,
+with every file (key, config, state, spool, logs, sockets) under one temporary directory and
+free loopback ports, so that the cluster neither needs nor touches /etc/slurm, /etc/munge or
+another cluster on the machine. Clients find it through ``SLURM_CONF``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "sinfo")
+
+
+def missing_binaries() -> list[str]:
+    """The Slurm and munge programs that are not installed (``make install-slurm``)."""
+    found = {b: shutil.which(b) or _sbin(b) for b in SLURM_BINARIES}
+    return [b for b, p in found.items() if not p]
+
+
+def _sbin(name: str) -> str | None:
+    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        p = os.path.join(d, name)
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or _sbin(name) or name
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def slurm_conf(
+    root: Path,
+    node: str,
+    *,
+    cpus: int,
+    memory_mb: int,
+    ctld_port: int,
+    slurmd_port: int,
+    munge_socket: Path,
+) -> str:
+    """A minimal slurm.conf: this host as the only node, declaring ``cpus`` CPUs.
+
+    ``SlurmdParameters=config_overrides`` lets slurmd register more CPUs than the machine
+    has, so that 1 ps + 2 workers (or 4 ranks) fit on a 2-core node.
+    """
+    return f"""\
+ClusterName=hvdbenchtest
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={munge_socket}
+StateSaveLocation={root}/ctld
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/pgid
+TaskPlugin=task/none
+SwitchType=switch/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/builtin
+SlurmdParameters=config_overrides
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+PlugStackConfig={root}/plugstack.conf
+SlurmctldTimeout=30
+SlurmdTimeout=60
+InactiveLimit=0
+MinJobAge=300
+KillWait=5
+OverTimeLimit=0
+WaitTime=0
+MessageTimeout=20
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class LocalSlurm:
+    """Start and stop the one-node cluster; ``env()`` is what clients need to reach it."""
+
+    def __init__(self, cpus: int = 8, node: str | None = None) -> None:
+        self.cpus = cpus
+        self.node = node or socket.gethostname()
+        self.root = Path(tempfile.mkdtemp(prefix="hvdslurm-"))
+        self.conf = self.root / "slurm.conf"
+        self.munge_socket = self.root / "munge" / "munge.sock"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        out = dict(os.environ if base is None else base)
+        out["SLURM_CONF"] = str(self.conf)
+        return out
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.root / f"{name}.out", "wb")  # noqa: SIM115 - owned by the process
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env(),
+            start_new_session=True,
+        )
+        log.close()
+
+    def start(self, timeout: float = 60) -> None:
+        for d in ("munge", "ctld", "spool"):
+            (self.root / d).mkdir(mode=0o700)
+        os.chmod(self.root, 0o755)
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o400)
+        (self.root / "plugstack.conf").write_text("")
+        self.conf.write_text(
+            slurm_conf(
+                self.root,
+                self.node,
+                cpus=self.cpus,
+                memory_mb=1024,
+                ctld_port=free_port(),
+                slurmd_port=free_port(),
+                munge_socket=self.munge_socket,
+            )
+        )
+        m = self.root / "munge"
+        self._spawn(
+            "munged",
+            [
+                _tool("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--log-file={m / 'munged.log'}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+        )
+        self._wait_for(lambda: self.munge_socket.exists(), timeout, "munged socket")
+        self._spawn("slurmctld", [_tool("slurmctld"), "-D", "-i", "-f", str(self.conf)])
+        self._wait_for(self._ctld_up, timeout, "slurmctld answering")
+        self._spawn("slurmd", [_tool("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)])
+        self._wait_for(self._node_idle, timeout, f"node {self.node} idle")
+
+    def _check_alive(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited with {p.returncode}:\n{self.logs()}")
+
+    def _wait_for(self, ready, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if ready():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"local Slurm: timed out waiting for {what}:\n{self.logs()}")
+
+    def scontrol(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_tool("scontrol"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+        )
+
+    def _ctld_up(self) -> bool:
+        return self.scontrol("ping").returncode == 0
+
+    def _node_idle(self) -> bool:
+        out = self.scontrol("show", "node", self.node, "-o").stdout
+        return "State=IDLE" in out
+
+    def logs(self, tail: int = 30) -> str:
+        parts = []
+        for f in sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.out")):
+            lines = f.read_text(errors="replace").splitlines()[-tail:]
+            parts.append(f"--- {f.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes started through this cluster (slurmstepd, job tasks): they inherit
+        ``SLURM_CONF`` pointing at our config, which nothing else on the machine has."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in env:
+                pids.append(int(entry))
+        return pids
+
+    def stop(self) -> None:
+        """Stop the daemons (slurmd, slurmctld, munged) by process group, kill by pid any
+        step or task they left, then remove the state."""
+        for name in ("slurmd", "slurmctld", "munged"):
+            p = self.procs.get(name)
+            if p is None:
+                continue
+            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                if p.poll() is not None:
+                    break
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    p.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    pass
+        for pid in self.leftover_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+if __name__ == "__main__":  # manual exploration: start, print the env, wait for Ctrl-C
+    c = LocalSlurm()
+    try:
+        c.start()
+        print(f"export SLURM_CONF={c.conf}", flush=True)
+        signal.pause()
+    finally:
+        c.stop()
