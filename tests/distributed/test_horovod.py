@@ -148,8 +148,8 @@ def test_world_size_that_does_not_match_the_config_is_refused(tmp_path):
     r = run(cmd, timeout=120, cwd=tmp_path)
     assert r.returncode == 2, r.output
     assert (
-        "launch.np: the launcher started 2 processes but mode horovod with launch.np=3 needs 3"
-        in r.stderr
+        "hvdbench: error: launch.np: workers(3) != ranks(2): the launcher started 2 processes "
+        "but mode horovod with launch.np=3 needs 3" in r.stderr
     )
     assert "Traceback" not in r.output
     assert not (tmp_path / "out").exists()
