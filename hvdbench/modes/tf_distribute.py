@@ -22,6 +22,34 @@ from hvdbench.config import Config
 from hvdbench.modes import Mode, register
 
 
+def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
+    """One replica's training step under a tf.distribute strategy: the same loss as every
+    mode, gradients averaged over the replicas (the optimizer sums them, so the loss is
+    scaled by 1/replicas), clipped after the sum when clipping is on."""
+    import tensorflow as tf
+
+    from hvdbench import training
+
+    wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(images: Any, labels: Any) -> Any:
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = training.loss_fn(model, images, labels, wd)
+            scaled = training.scale_loss(opt, loss / replicas)
+        grads = training.unscale(opt, tape.gradient(scaled, variables))
+        if clip_norm > 0:
+            grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
+            grads = training.clip(grads, clip_norm)
+            opt.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+        else:
+            opt.apply_gradients(zip(grads, variables))
+        return loss
+
+    return replica_step
+
+
 @register("collective_all_reduce")
 class CollectiveAllReduceMode(Mode):
     """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
@@ -75,23 +103,7 @@ class CollectiveAllReduceMode(Mode):
             cfg, models.input_shape(cfg), models.num_classes(cfg), self.worker_index
         )
         model, opt, strategy = self.model, self.optimizer, self.strategy
-        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
-        replicas = strategy.num_replicas_in_sync
-
-        def replica_step(images: Any, labels: Any) -> Any:
-            variables = model.trainable_variables
-            with tf.GradientTape() as tape:
-                loss = training.loss_fn(model, images, labels, wd)
-                # The optimizer sums gradients across replicas: scale to an average.
-                scaled = training.scale_loss(opt, loss / replicas)
-            grads = training.unscale(opt, tape.gradient(scaled, variables))
-            if clip_norm > 0:
-                grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
-                grads = training.clip(grads, clip_norm)
-                opt.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
-            else:
-                opt.apply_gradients(zip(grads, variables))
-            return loss
+        replica_step = make_replica_step(cfg, strategy, model, opt)
 
         @tf.function(jit_compile=False)
         def step(images: Any, labels: Any) -> Any:
@@ -245,23 +257,10 @@ class ReplicatedMode(LocalDevicesMode):
         data = strategy.experimental_distribute_values_from_function(
             lambda ctx: batches[ctx.replica_id_in_sync_group]
         )
-        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
-        replicas = strategy.num_replicas_in_sync
+        train_replica = make_replica_step(cfg, strategy, model, opt)
 
         def replica_step(batch: Any) -> Any:
-            images, labels = batch
-            variables = model.trainable_variables
-            with tf.GradientTape() as tape:
-                loss = training.loss_fn(model, images, labels, wd)
-                scaled = training.scale_loss(opt, loss / replicas)
-            grads = training.unscale(opt, tape.gradient(scaled, variables))
-            if clip_norm > 0:
-                grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
-                grads = training.clip(grads, clip_norm)
-                opt.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
-            else:
-                opt.apply_gradients(zip(grads, variables))
-            return loss
+            return train_replica(*batch)
 
         @tf.function
         def step() -> Any:
