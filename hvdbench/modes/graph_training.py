@@ -71,6 +71,19 @@ def make_local(variables: list[Any]) -> None:
         graph.add_to_collection(v1.GraphKeys.LOCAL_VARIABLES, v)
 
 
+def local_model_copy(
+    ps_variables: list[Any], build_local_model: Callable[[], Any]
+) -> tuple[Any, list[Any]]:
+    """Build a worker-local model (in the caller's device scope) whose variables stay out of
+    the global collection and match the ps variables one to one."""
+    model = build_local_model()
+    variables = model.trainable_variables
+    make_local(model.variables)
+    if len(variables) != len(ps_variables):
+        raise RuntimeError("the local copy of the model has other variables")
+    return model, variables
+
+
 class LocalCopy:
     """A worker-local copy of the model whose variables mirror ps variables."""
 
@@ -79,11 +92,9 @@ class LocalCopy:
     ) -> None:
         self.ps_variables = ps_variables
         with tf.device(device):
-            self.local_model = build_local_model()
-            self.local_variables = self.local_model.trainable_variables
-            make_local(self.local_model.variables)
-            if len(self.local_variables) != len(ps_variables):
-                raise RuntimeError("the local copy of the model has other variables")
+            self.local_model, self.local_variables = local_model_copy(
+                ps_variables, build_local_model
+            )
             self.refresh = self._assign_from_ps()
 
     def _assign_from_ps(self) -> Any:

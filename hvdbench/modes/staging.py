@@ -26,7 +26,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import data_flow_ops  # private: StagingArea is not exported
 
-from hvdbench.modes.graph_training import make_local
+from hvdbench.modes.graph_training import local_model_copy
 
 v1 = tf.compat.v1
 
@@ -39,11 +39,9 @@ class StagedVariables:
     ) -> None:
         self.ps_variables = ps_variables
         with tf.device(device):
-            self.local_model = build_local_model()
-            self.local_variables = self.local_model.trainable_variables
-            make_local(self.local_model.variables)
-            if len(self.local_variables) != len(ps_variables):
-                raise RuntimeError("the local copy of the model has other variables")
+            self.local_model, self.local_variables = local_model_copy(
+                ps_variables, build_local_model
+            )
             self.area = data_flow_ops.StagingArea(
                 dtypes=[v.dtype.base_dtype for v in ps_variables],
                 shapes=[v.shape for v in ps_variables],
