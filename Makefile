@@ -130,8 +130,8 @@ test-slurm: install-slurm
 	$(call tier,slurm,tests/slurm)
 
 lint:
-	$(VENV)/bin/ruff check hvdbench tests
-	$(VENV)/bin/ruff format --check hvdbench tests
+	$(VENV)/bin/ruff check hvdbench tests bench
+	$(VENV)/bin/ruff format --check hvdbench tests bench
 	$(VENV)/bin/mypy
 
 clean:

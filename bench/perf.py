@@ -39,18 +39,28 @@ def env() -> dict[str, str]:
     return e
 
 
-def sh(cmd: list[str], timeout: float = 900) -> str:
-    COMMANDS.append(" ".join(cmd))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout, cwd=REPO)
+def sh(cmd: list[str], timeout: float = 900, extra_env: dict[str, str] | None = None) -> str:
+    prefix = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
+    COMMANDS.append(f"{prefix} {' '.join(cmd)}".strip())
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**env(), **(extra_env or {})},
+        timeout=timeout,
+        cwd=REPO,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return out.stdout
 
 
-def hvdbench_run(args: list[str], out_dir: str) -> dict[str, Any]:
+def hvdbench_run(
+    args: list[str], out_dir: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run `hvdbench run ARGS` and return its record."""
     before = set(Path(out_dir).glob("*.json"))
-    sh([PY, "-m", "hvdbench", "run", *args, f"--output.dir={out_dir}"])
+    sh([PY, "-m", "hvdbench", "run", *args, f"--output.dir={out_dir}"], extra_env=extra_env)
     (new,) = set(Path(out_dir).glob("*.json")) - before
     return json.loads(new.read_text())
 
@@ -81,34 +91,52 @@ def harness_overhead(args: argparse.Namespace, out: str) -> dict[str, Any]:
     """1. One-rank hvdbench over a minimal hand-written tf.function loop."""
     threads = len(os.sched_getaffinity(0))
 
+    cpu: dict[str, list[float]] = {"ours": [], "ref": []}
+
     def ours() -> float:
         rec = hvdbench_run(
             ["--np", "1", *common(args), "--train.weight_decay=0", "--train.optimizer=momentum"],
             out,
         )
+        cpu["ours"].append(cpu_ms_per_image([rec]))
         return float(rec["totals"]["total_images_per_sec"])
 
     def minimal() -> float:
-        return images_per_sec(
-            sh(
-                [
-                    PY,
-                    str(REPO / "bench" / "minimal_loop.py"),
-                    f"--model={args.model}",
-                    f"--batch={args.batch}",
-                    f"--threads={threads}",
-                    f"--warmup={args.warmup}",
-                    f"--steps={args.steps}",
-                ]
-            )
+        text = sh(
+            [
+                PY,
+                str(REPO / "bench" / "minimal_loop.py"),
+                f"--model={args.model}",
+                f"--batch={args.batch}",
+                f"--threads={threads}",
+                f"--warmup={args.warmup}",
+                f"--steps={args.steps}",
+            ]
         )
+        cpu["ref"].append(float(re.findall(r"cpu ms/image: ([\d.]+)", text)[-1]))
+        return images_per_sec(text)
 
     xs, ys = alternate(ours, minimal, args.repeats)
-    return summary("harness overhead: hvdbench 1 rank / minimal loop", xs, ys, 0.98)
+    r = summary("harness overhead: hvdbench 1 rank / minimal loop", xs, ys, 0.98)
+    r["cpu_ms_per_image"] = statistics.median(cpu["ours"])
+    r["limit_cpu_ms_per_image"] = statistics.median(cpu["ref"])
+    return r
 
 
 def limit_run(args: argparse.Namespace, n: int, out: str) -> float:
-    """N one-rank runs started together, each pinned to its own cores, exchanging nothing."""
+    """N one-rank runs started together, each pinned to its own cores, exchanging nothing:
+    their summed throughput."""
+    return sum(r["totals"]["total_images_per_sec"] for r in limit_records(args, n, out))
+
+
+def cpu_ms_per_image(records: list[dict[str, Any]]) -> float:
+    """Mean over ranks of each rank's CPU milliseconds per image in the measured steps."""
+    per = [p["cpu_ms_per_image"] for r in records for p in r["per_rank"]]
+    return statistics.fmean(per)
+
+
+def limit_records(args: argparse.Namespace, n: int, out: str) -> list[dict[str, Any]]:
+    """The records of N one-rank runs started together, each pinned to its own cores."""
     cores = sorted(os.sched_getaffinity(0))
     per = max(1, len(cores) // n)
     procs = []
@@ -146,23 +174,135 @@ def limit_run(args: argparse.Namespace, n: int, out: str) -> float:
         _, err = p.communicate(timeout=900)
         if p.returncode != 0:
             raise RuntimeError(f"limit run failed: {err[-2000:]}")
-    total = 0.0
+    records = []
     for d in dirs:
         (rec,) = Path(d).glob("*.json")
-        total += json.loads(rec.read_text())["totals"]["total_images_per_sec"]
-    return total
+        records.append(json.loads(rec.read_text()))
+    return records
 
 
-def horovod_scaling(args: argparse.Namespace, out: str, launcher: str) -> dict[str, Any]:
-    """2. N ranks of Horovod mode over the communication-free limit at the same N."""
+# The tuning steps that docs/PERFORMANCE.md explains, cumulative from a naive set-up to
+# hvdbench's defaults: (label, launcher, overrides, extra environment). The last entry of
+# each launcher is what `hvdbench run` does with no options.
+NAIVE = [
+    "--runtime.bind_cores=false",  # every rank sees every core ...
+    "--runtime.intra_op_threads=0",  # ... and TF sizes its pools to all of them
+    "--horovod.num_groups=0",  # one all-reduce per gradient, fused by the cycle
+    "--horovod.cycle_time_ms=1",  # Horovod's own default
+]
+Variant = tuple[str, str, list[str], dict[str, str]]
+
+
+# 3. The parameter-server modes, 1 ps + N workers, over the same limit.
+def ps_variants() -> list[Variant]:
+    plain: list[Variant] = [
+        (
+            f"parameter_server {sync}{' staged' if staged else ''}",
+            "horovodrun",
+            [
+                "--mode.name=parameter_server",
+                "--ps.num_ps=1",
+                f"--ps.sync={'true' if sync == 'sync' else 'false'}",
+                f"--ps.staged_vars={'true' if staged else 'false'}",
+            ],
+            {},
+        )
+        for sync in ("sync", "async")
+        for staged in (False, True)
+    ]
+    return [
+        *plain,
+        ("distributed_replicated sync", "horovodrun", ["--mode.name=distributed_replicated"], {}),
+    ]
+
+
+def parse_variant(text: str) -> Variant:
+    """`label|launcher|--a=1 --b=2|VAR=1 VAR2=2` (the last two parts optional)."""
+    parts = (text.split("|") + ["", ""])[:4]
+    label, launcher, overrides, envs = parts
+    return (
+        label,
+        launcher or "horovodrun",
+        overrides.split(),
+        dict(e.split("=", 1) for e in envs.split()),
+    )
+
+
+def variants(args: argparse.Namespace, out: str, specs: list[Variant]) -> list[dict[str, Any]]:
+    """Each variant's N-rank total over the communication-free limit at the same N.
+
+    One round runs the limit and then every variant; the rounds repeat, and each ratio is
+    the variant's median over the limit's median, so every variant meets the same drift."""
     n = args.ranks
+    limits: list[float] = []
+    limit_cpu: list[float] = []
+    got: dict[str, list[float]] = {label: [] for label, *_ in specs}
+    cpu: dict[str, list[float]] = {label: [] for label, *_ in specs}
+    for _ in range(args.repeats):
+        recs = limit_records(args, n, out)
+        limits.append(sum(r["totals"]["total_images_per_sec"] for r in recs))
+        limit_cpu.append(cpu_ms_per_image(recs))
+        for label, launcher, overrides, extra in specs:
+            rec = hvdbench_run(
+                ["--np", str(n), f"--launch.launcher={launcher}", *common(args), *overrides],
+                out,
+                extra_env=extra,
+            )
+            got[label].append(float(rec["totals"]["total_images_per_sec"]))
+            cpu[label].append(cpu_ms_per_image([rec]))
+    results = []
+    for label, *_ in specs:
+        r = summary(f"{label} ({n} ranks) / limit", got[label], limits, 0.90)
+        r["cpu_ms_per_image"] = statistics.median(cpu[label])
+        r["limit_cpu_ms_per_image"] = statistics.median(limit_cpu)
+        results.append(r)
+    return results
 
-    def ours() -> float:
-        rec = hvdbench_run(["--np", str(n), f"--launch.launcher={launcher}", *common(args)], out)
-        return float(rec["totals"]["total_images_per_sec"])
 
-    xs, ys = alternate(ours, lambda: limit_run(args, n, out), args.repeats)
-    return summary(f"horovod {n} ranks ({launcher}) / limit", xs, ys, 0.90)
+def gradient_exchange(args: argparse.Namespace, out: str) -> dict[str, Any]:
+    """4. Horovod's all-reduce busbw over mpi4py's Allreduce of the same numpy-sized buffers,
+    both under one mpirun, size by size in turn (hvdbench allreduce --impl both)."""
+    per_size: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.repeats):
+        d = tempfile.mkdtemp(dir=out)
+        sh(
+            [
+                PY,
+                "-m",
+                "hvdbench",
+                "allreduce",
+                "--np",
+                str(args.ranks),
+                "--launcher=mpirun",
+                "--impl=both",
+                f"--sizes={args.allreduce_sizes}",
+                f"--output={d}",
+            ]
+        )
+        (rec,) = Path(d).glob("*.json")
+        for r in json.loads(rec.read_text())["results"]:
+            per_size.setdefault((r["implementation"], r["size_bytes"]), []).append(r["busbw_GBps"])
+    sizes = sorted({s for _, s in per_size})
+    curve: list[dict[str, Any]] = []
+    for s in sizes:
+        h = statistics.median(per_size[("horovod", s)])
+        m = statistics.median(per_size[("mpi4py", s)])
+        curve.append(
+            {"size_bytes": s, "horovod_busbw_GBps": h, "mpi4py_busbw_GBps": m, "ratio": h / m}
+        )
+
+    def first(level: float) -> int | None:
+        return next((int(c["size_bytes"]) for c in curve if c["ratio"] >= level), None)
+
+    big = [c["ratio"] for c in curve if c["size_bytes"] >= 64 * 2**20]
+    return {
+        "name": f"all-reduce busbw, horovod / mpi4py ({args.ranks} ranks, mpirun)",
+        "curve": curve,
+        "min_ratio_from_64MiB": min(big) if big else None,
+        "target_from_64MiB": 0.90,
+        "reaches_0.5_at_bytes": first(0.5),
+        "reaches_0.9_at_bytes": first(0.9),
+    }
 
 
 def batch_scaling(args: argparse.Namespace, out: str) -> dict[str, Any]:
@@ -219,14 +359,19 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"model {args.model}, per-device batch {args.batch}, {args.steps} measured steps, "
         f"{args.repeats} alternations, medians; {os.cpu_count()} cores",
         "",
-        "| measurement | ours | reference | ratio | target |",
-        "|---|---:|---:|---:|---:|",
+        "| measurement | ours | reference | ratio | target | CPU ms/image (ours, ref) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "ratio" in r:
+            cpu = (
+                f"{r['cpu_ms_per_image']:.2f}, {r['limit_cpu_ms_per_image']:.2f}"
+                if "cpu_ms_per_image" in r
+                else ""
+            )
             lines.append(
                 f"| {r['name']} | {r['median_ours']:.1f} | {r['median_reference']:.1f} | "
-                f"{r['ratio']:.3f} | {r['target']:.2f} |"
+                f"{r['ratio']:.3f} | {r['target']:.2f} | {cpu} |"
             )
     for r in results:
         if "fixed_overhead_ms" in r:
@@ -237,7 +382,38 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"{r['per_image_ms']:.3f} ms/image (R^2 {r['r_squared']:.4f}); fixed share at "
                 f"batch 32: {r['fixed_share_at_32']:.1%}",
             ]
+    for r in results:
+        if "curve" in r:
+            lines += [
+                "",
+                r["name"],
+                "",
+                "| size | horovod busbw GB/s | mpi4py busbw GB/s | ratio |",
+            ]
+            lines.append("|---:|---:|---:|---:|")
+            for c in r["curve"]:
+                lines.append(
+                    f"| {human(c['size_bytes'])} | {c['horovod_busbw_GBps']:.3f} | "
+                    f"{c['mpi4py_busbw_GBps']:.3f} | {c['ratio']:.3f} |"
+                )
+            lo = r["min_ratio_from_64MiB"]
+            lines.append(
+                f"\nlowest ratio from 64 MiB up: {lo:.3f} (target {r['target_from_64MiB']:.2f}); "
+                f"reaches 0.5 at {human(r['reaches_0.5_at_bytes'])}, "
+                f"0.9 at {human(r['reaches_0.9_at_bytes'])}"
+                if lo is not None
+                else "\nno size from 64 MiB up was measured"
+            )
     return "\n".join(lines)
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "never"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} B"
 
 
 def main() -> int:
@@ -253,8 +429,16 @@ def main() -> int:
     p.add_argument(
         "--only",
         default="harness,horovod,batch",
-        help="comma-separated parts: harness, horovod, horovod_mpi, batch",
+        help="comma-separated parts: harness, horovod, horovod_mpi, ps, allreduce, batch, variants",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        help="for --only variants: 'label|launcher|--overrides ...|VAR=value ...' (repeatable)",
+    )
+    p.add_argument("--allreduce-sizes", default="1KiB..256MiB")
     p.add_argument("--out", default=str(REPO / "perf.json"))
     args = p.parse_args()
     parts = set(args.only.split(","))
@@ -263,12 +447,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         if "harness" in parts:
             results.append(harness_overhead(args, out))
-        if "horovod" in parts:
-            results.append(horovod_scaling(args, out, "horovodrun"))
-        if "horovod_mpi" in parts:
-            results.append(horovod_scaling(args, out, "mpirun"))
+        # 2. Horovod mode at N ranks, with hvdbench's defaults, over the limit at N.
+        defaults: list[Variant] = [("horovod, horovodrun --gloo", "horovodrun", [], {})] * (
+            "horovod" in parts
+        )
+        defaults += [("horovod, mpirun", "mpirun", [], {})] * ("horovod_mpi" in parts)
+        if defaults:
+            results.extend(variants(args, out, defaults))
         if "batch" in parts:
             results.append(batch_scaling(args, out))
+        if "allreduce" in parts:
+            results.append(gradient_exchange(args, out))
+        if "ps" in parts:
+            results.extend(variants(args, out, ps_variants()))
+        if "variants" in parts:
+            results.extend(variants(args, out, args.variant))
     text = table(results, args)
     print(text)
     Path(args.out).write_text(

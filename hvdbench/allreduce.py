@@ -111,7 +111,7 @@ def table(results: Sequence[Result], n: int) -> str:
         f"{'impl':>8} {'size':>10} {'count':>11} {'iters':>6} {'time(us)':>11} "
         f"{'algbw(GB/s)':>12} {'busbw(GB/s)':>12}",
     ]
-    for r in results:
+    for r in sorted(results, key=lambda r: (r.implementation, r.size_bytes)):
         lines.append(
             f"{r.implementation:>8} {human_bytes(r.size_bytes):>10} {r.count:>11} {r.iters:>6} "
             f"{r.time_s * 1e6:>11.1f} {r.algbw_GBps:>12.4f} {r.busbw_GBps:>12.4f}"
@@ -195,10 +195,12 @@ def run_rank(
         assert comm is not None
         return float(comm.allreduce(t, op=MPI.MAX))
 
-    for impl in impls:
-        if impl == "horovod" and hvd is not None:
-            for s in sizes:
-                n_iter = iterations(s, iters, budget_bytes)
+    # Size by size, every implementation in turn: a drift of the machine then hits both
+    # sides of a size's comparison alike.
+    for s in sizes:
+        n_iter = iterations(s, iters, budget_bytes)
+        for impl in impls:
+            if impl == "horovod" and hvd is not None:
                 buf = tf.ones([s // 4], tf.float32)
                 name = f"ar{s}"
 
@@ -210,9 +212,7 @@ def run_rank(
 
                 t = _time_loop(hvd_once, hvd_barrier, warmup, n_iter)
                 results.append(result("horovod", s, n_iter, slowest(t), size))
-        if impl == "mpi4py" and comm is not None:
-            for s in sizes:
-                n_iter = iterations(s, iters, budget_bytes)
+            if impl == "mpi4py" and comm is not None:
                 send = np.ones(s // 4, np.float32)
                 recv = np.empty_like(send)
 

@@ -92,8 +92,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     stopped = False
     check_world_size(cfg, topo)
     cores = runtime.bind_cores(cfg, topo)
+    mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, cores)
+    rank_info["mpi_environment"] = mpi_env
     rank_info.update(
         rank=topo.rank,
         host=topo.hostname,
@@ -163,6 +165,12 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 **mine.to_dict(),
                 "synthetic_step_times": hooks.synthetic_times,
                 "stop_signal": stop.signum,
+                # CPU time of all this process's threads over the measured steps: spinning
+                # and oversubscribed thread pools show here even when wall time is noisy.
+                "cpu_seconds": run.cpu_seconds,
+                "cpu_ms_per_image": 1000
+                * run.cpu_seconds
+                / max(1, len(run.times) * mine.batch_size),
             }
         )
         dog.stop()
@@ -250,6 +258,7 @@ def _measure(
     saving = 0.0
     agreement = 0.0
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for i in range(1, 0 if stopped else cfg.train.num_steps + 1):
         hooks.before_step()
         progress.begin(i)
@@ -269,6 +278,7 @@ def _measure(
             stopped = True
             break
     measured = time.perf_counter() - start - (hooks.overhead - overhead) - saving - agreement
+    run.cpu_seconds = time.process_time() - cpu_start
     hooks.finish()
     return measured, stopped, done, agreement
 
@@ -304,6 +314,7 @@ class Run:
         self.cfg, self.mode, self.argv = cfg, mode, argv
         self.times: list[float] = []
         self.losses: list[float] = []
+        self.cpu_seconds = 0.0
         self.path: Path | None = None
         self.base: dict[str, Any] = {}
         self.peers: list[watchdog.Peer] = []

@@ -300,6 +300,12 @@ class HorovodConfig:
     timeline: str = fld("Write Horovod's timeline to this JSON file (HOROVOD_TIMELINE).")
     autotune: bool = fld("Let Horovod autotune fusion and cycle time (HOROVOD_AUTOTUNE).")
     autotune_log: str = fld("CSV log of the autotuner's trials (HOROVOD_AUTOTUNE_LOG).")
+    num_groups: int = fld(
+        "Gradient groups per step: 0 gives each gradient its own all-reduce as soon as it is "
+        "ready (fused by the background cycle); 1 sends all gradients as one grouped "
+        "all-reduce once the backward pass ends; N splits them into N groups.",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -339,6 +345,12 @@ class RuntimeConfig:
     inter_op_threads: int = fld(
         "TensorFlow inter-op threads per rank. 0: TensorFlow's choice for that many cores.",
         min=0,
+    )
+    mpi_yield_when_idle: bool = fld(
+        "Open MPI waits by yielding the core instead of spinning "
+        "(OMPI_MCA_mpi_yield_when_idle=1, unless already set). A rank's TensorFlow threads "
+        "and Horovod's background thread share its cores, so a spinning wait steals their "
+        "compute; see docs/PERFORMANCE.md."
     )
 
 

@@ -38,6 +38,14 @@ def bind_cores(cfg: Config, topo: Topology) -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+def mpi_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """Open MPI's settings for this rank, set in ``env`` before MPI is initialised (Horovod's
+    init or mpi4py's import) unless the user set them. Returns what is in effect."""
+    if cfg.runtime.mpi_yield_when_idle:
+        env.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
+    return {k: env[k] for k in ("OMPI_MCA_mpi_yield_when_idle",) if k in env}
+
+
 def thread_counts(cfg: Config, num_cores: int) -> tuple[int, int]:
     """(intra-op, inter-op) threads: the config's, or the cores this rank has and 0 (TF's)."""
     intra = cfg.runtime.intra_op_threads or max(1, num_cores)

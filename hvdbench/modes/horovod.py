@@ -48,6 +48,7 @@ def knob_env(
         "timeline": h.timeline or None,
         "autotune": h.autotune,
         "autotune_log": (h.autotune_log or None) if h.autotune else None,
+        "num_groups": h.num_groups,
     }
     return env, effective, warnings
 
@@ -134,6 +135,7 @@ class HorovodMode(Mode):
         hvd, cfg, model, opt = self.hvd, self.cfg, self.model, self.optimizer
         compression = hvd.Compression.fp16 if cfg.horovod.fp16_allreduce else hvd.Compression.none
         wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+        num_groups = cfg.horovod.num_groups
 
         def apply(grads: list[Any]) -> None:
             grads = training.clip(training.unscale(opt, grads), clip_norm)
@@ -146,7 +148,9 @@ class HorovodMode(Mode):
                 with tf.GradientTape() as tape:
                     loss = training.loss_fn(model, images, labels, wd)
                     scaled = training.scale_loss(opt, loss)
-                tape = hvd.DistributedGradientTape(tape, compression=compression, op=hvd.Average)
+                tape = hvd.DistributedGradientTape(
+                    tape, compression=compression, op=hvd.Average, num_groups=num_groups
+                )
                 apply(tape.gradient(scaled, variables))
                 return loss
 
