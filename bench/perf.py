@@ -136,7 +136,8 @@ def cpu_ms_per_image(records: list[dict[str, Any]]) -> float:
 
 
 def limit_records(args: argparse.Namespace, n: int, out: str) -> list[dict[str, Any]]:
-    """The records of N one-rank runs started together, each pinned to its own cores."""
+    """The records of N one-rank runs started together, each pinned to its own cores (and,
+    with --gpus, given its own GPU, as hvdbench gives each local rank one)."""
     cores = sorted(os.sched_getaffinity(0))
     per = max(1, len(cores) // n)
     procs = []
@@ -159,11 +160,12 @@ def limit_records(args: argparse.Namespace, n: int, out: str) -> list[dict[str, 
             f"--runtime.intra_op_threads={len(mine)}",
             f"--output.dir={d}",
         ]
-        COMMANDS.append(" ".join(cmd))
+        own = {"CUDA_VISIBLE_DEVICES": str(i % args.gpus)} if args.gpus else {}
+        COMMANDS.append(" ".join([*(f"{k}={v}" for k, v in own.items()), *cmd]))
         procs.append(
             subprocess.Popen(
                 cmd,
-                env=env(),
+                env={**env(), **own},
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -191,6 +193,22 @@ NAIVE = [
     "--horovod.cycle_time_ms=1",  # Horovod's own default
 ]
 Variant = tuple[str, str, list[str], dict[str, str]]
+PARTS = ("harness", "scaling", "tuning", "ps", "allreduce", "batch")
+TUNING: list[Variant] = [
+    ("tuning 0: naive (gloo; TF pools on all cores, no binding)", "horovodrun", NAIVE, {}),
+    (
+        "tuning 1: + one core slice per rank (gloo)",
+        "horovodrun",
+        [*NAIVE, "--runtime.bind_cores=true"],
+        {},
+    ),
+    (
+        "tuning 2: mpirun, Open MPI spinning while idle",
+        "mpirun",
+        ["--runtime.mpi_yield_when_idle=false"],
+        {},
+    ),
+]
 
 
 # 3. The parameter-server modes, 1 ps + N workers, over the same limit.
@@ -250,6 +268,11 @@ def variants(args: argparse.Namespace, out: str, specs: list[Variant]) -> list[d
             )
             got[label].append(float(rec["totals"]["total_images_per_sec"]))
             cpu[label].append(cpu_ms_per_image([rec]))
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {label}: {got[label][-1]:.1f} images/sec "
+                f"(limit this round {limits[-1]:.1f})",
+                flush=True,
+            )
     results = []
     for label, *_ in specs:
         r = summary(f"{label} ({n} ranks) / limit", got[label], limits, 0.90)
@@ -261,7 +284,7 @@ def variants(args: argparse.Namespace, out: str, specs: list[Variant]) -> list[d
 
 def gradient_exchange(args: argparse.Namespace, out: str) -> dict[str, Any]:
     """4. Horovod's all-reduce busbw over mpi4py's Allreduce of the same numpy-sized buffers,
-    both under one mpirun, size by size in turn (hvdbench allreduce --impl both)."""
+    both under one mpirun, size by size in turn (hvdbench allreduce --impl horovod,mpi4py)."""
     per_size: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.repeats):
         d = tempfile.mkdtemp(dir=out)
@@ -274,7 +297,7 @@ def gradient_exchange(args: argparse.Namespace, out: str) -> dict[str, Any]:
                 "--np",
                 str(args.ranks),
                 "--launcher=mpirun",
-                "--impl=both",
+                "--impl=horovod,mpi4py",
                 f"--sizes={args.allreduce_sizes}",
                 f"--output={d}",
             ]
@@ -358,10 +381,13 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"model {args.model}, per-device batch {args.batch}, {args.steps} measured steps, "
         f"{args.repeats} alternations, medians; {os.cpu_count()} cores",
-        "",
-        "| measurement | ours | reference | ratio | target | CPU ms/image (ours, ref) |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    if any("ratio" in r for r in results):
+        lines += [
+            "",
+            "| measurement | ours | reference | ratio | target | CPU ms/image (ours, ref) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
     for r in results:
         if "ratio" in r:
             cpu = (
@@ -428,40 +454,52 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--only",
-        default="harness,horovod,batch",
-        help="comma-separated parts: harness, horovod, horovod_mpi, ps, allreduce, batch, variants",
+        default=",".join(PARTS),
+        help=f"comma-separated parts, of: {', '.join(PARTS)}",
     )
     p.add_argument(
         "--variant",
         action="append",
         default=[],
         type=parse_variant,
-        help="for --only variants: 'label|launcher|--overrides ...|VAR=value ...' (repeatable)",
+        help="an extra N-rank run to compare with the limit: "
+        "'label|launcher|--overrides ...|VAR=value ...' (repeatable)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="GPUs per node: each one-rank run of the limit then gets its own GPU",
     )
     p.add_argument("--allreduce-sizes", default="1KiB..256MiB")
     p.add_argument("--out", default=str(REPO / "perf.json"))
     args = p.parse_args()
-    parts = set(args.only.split(","))
+    parts = set(args.only.split(",")) - {""}
+    if parts - set(PARTS):
+        p.error(f"--only: {', '.join(sorted(parts - set(PARTS)))} not among {', '.join(PARTS)}")
     started = time.time()
     results: list[dict[str, Any]] = []
+    # Every N-rank measurement is one variant over the same limit, so they share its runs.
+    specs: list[Variant] = []
+    if "scaling" in parts:  # 2. hvdbench's defaults under each launcher
+        specs += [
+            ("horovod, horovodrun --gloo (defaults)", "horovodrun", [], {}),
+            ("horovod, mpirun (defaults)", "mpirun", [], {}),
+        ]
+    if "tuning" in parts:  # the steps from a naive set-up, docs/PERFORMANCE.md
+        specs += TUNING
+    if "ps" in parts:  # 3.
+        specs += ps_variants()
+    specs += args.variant
     with tempfile.TemporaryDirectory() as out:
         if "harness" in parts:
             results.append(harness_overhead(args, out))
-        # 2. Horovod mode at N ranks, with hvdbench's defaults, over the limit at N.
-        defaults: list[Variant] = [("horovod, horovodrun --gloo", "horovodrun", [], {})] * (
-            "horovod" in parts
-        )
-        defaults += [("horovod, mpirun", "mpirun", [], {})] * ("horovod_mpi" in parts)
-        if defaults:
-            results.extend(variants(args, out, defaults))
-        if "batch" in parts:
-            results.append(batch_scaling(args, out))
+        if specs:
+            results.extend(variants(args, out, specs))
         if "allreduce" in parts:
             results.append(gradient_exchange(args, out))
-        if "ps" in parts:
-            results.extend(variants(args, out, ps_variants()))
-        if "variants" in parts:
-            results.extend(variants(args, out, args.variant))
+        if "batch" in parts:
+            results.append(batch_scaling(args, out))
     text = table(results, args)
     print(text)
     Path(args.out).write_text(
