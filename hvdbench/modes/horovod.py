@@ -184,11 +184,15 @@ class HorovodMode(Mode):
         return float(self._step(images, labels))
 
     def gather(self, obj: Any) -> list[Any] | None:
+        if self.hvd.size() == 1:  # no collective, so no wait for Horovod's next cycle
+            return [obj]
         return list(self.hvd.allgather_object(obj))
 
     def any_rank(self, flag: bool) -> bool:
         import tensorflow as tf
 
+        if self.hvd.size() == 1:
+            return flag
         value = self.hvd.allreduce(tf.constant(1 if flag else 0, tf.int32), op=self.hvd.Max)
         return bool(int(value) > 0)
 
