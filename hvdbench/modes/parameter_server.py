@@ -106,9 +106,19 @@ class GrpcGraphMode(Mode):
         hooks = list(self.hooks)
         try:
             with self.graph.as_default():
+                # The chief loads the checkpoint into the graph right after initialising the
+                # variables, before the SyncReplicasOptimizer hook reads the global step and
+                # before any worker hears that the variables are ready; and again whenever
+                # its session is recreated (a ps task restarted without its variables).
+                scaffold = (
+                    v1.train.Scaffold(init_fn=self._restore_into_graph)
+                    if self.mirror is not None
+                    else None
+                )
                 self.sess = v1.train.MonitoredTrainingSession(
                     master=self.server.target,
                     is_chief=self.is_chief,
+                    scaffold=scaffold,
                     hooks=hooks,
                     config=self.session_config,
                     checkpoint_dir=None,
@@ -137,11 +147,45 @@ class GrpcGraphMode(Mode):
     def after_initialize(self) -> None:  # noqa: B027 - hook for subclasses
         """Run once the session exists (e.g. prime the staging buffers)."""
 
+    # --- checkpoints and summaries (chief; see hvdbench.modes.graph_state) -------------
+
+    def _restore_into_graph(self, scaffold: Any, sess: Any) -> None:
+        if self._graph_sessions > 0 and self._reload is not None:
+            from hvdbench.modes.graph_state import eagerly
+
+            self._restored_step = eagerly(self._reload)
+        self._graph_sessions += 1
+        if self._restored_step is not None:
+            self.mirror.push(sess, self._restored_step)
+
+    def adopt_checkpoint(self, global_step: int | None, reload: Any) -> None:
+        self._restored_step, self._reload = global_step, reload
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        return self.mirror.checkpoint_objects()
+
+    def before_checkpoint(self) -> int | None:
+        return int(self.sess.run_step_fn(lambda step_context: self.mirror.pull(step_context.session)))
+
+    def current_global_step(self) -> int | None:
+        return self._global_steps[-1] if self._global_steps else None
+
+    def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
+        """The ps variables' values now, and this worker's gradients of its last step."""
+        variables = self.model_variables
+        values = self.sess.run_step_fn(lambda step_context: step_context.session.run(variables))
+        out = {f"weights/{v.name}": x for v, x in zip(variables, values)}
+        if with_gradients and self._last_gradients is not None:
+            out.update({f"gradients/{n}": g for n, g in self._last_gradients})
+        return out
+
     def step(self) -> float:
         ps = self.cfg.ps
         if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
             time.sleep(ps.debug_slow_seconds)
-        _, loss, global_step = self.sess.run(self.fetches)
+        _, loss, global_step, *grads = self.sess.run(self.fetches)
+        if grads:
+            self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
         self._global_steps.append(int(global_step))
         return float(loss)
@@ -300,12 +344,27 @@ class GrpcGraphMode(Mode):
                 self.train_op = self._after_apply(apply)
                 self.global_step_read = tf.identity(global_step)
                 self.fetches = [self.train_op, loss, self.global_step_read]
+                if self.is_chief and cfg.summary.dir and cfg.summary.verbosity >= 2:
+                    # gradient histograms: this worker's gradients, fetched with each step
+                    self.fetches.append([g for g, _ in gv])
+                    self._gradient_names = [v.name for _, v in gv]
                 self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
                 if self.sync:
                     with tf.device(global_step.device):
                         tokens = tf.fill([n], global_step.read_value())
                         self.release_op = opt._sync_token_queue.enqueue_many((tokens,))
             self.control = ControlPlane(num_ps, n)
+        self.mirror: Any = None
+        self._last_gradients: list[tuple[str, Any]] | None = None
+        self._restored_step: int | None = None
+        self._reload: Any = None
+        self._graph_sessions = 0
+        if self.is_chief and cfg.checkpoint.dir:
+            from hvdbench.modes.graph_state import GraphMirror
+
+            self.mirror = GraphMirror(
+                self.graph, model.variables, global_step, lambda: models.build(cfg)
+            )
 
     def _gradients(
         self, opt: Any, model: Any, images: Any, labels: Any
