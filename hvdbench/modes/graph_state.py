@@ -79,8 +79,12 @@ class GraphMirror:
         """Copy the graph's current values into the mirror (before a save); return the
         global step read with them."""
         values, step = sess.run([self.graph_variables, self.global_step])
-        for mirror, value in zip(self.mirror_variables, values):
-            mirror.assign(value)
+
+        def assign() -> None:
+            for mirror, value in zip(self.mirror_variables, values):
+                mirror.assign(value)
+
+        eagerly(assign)
         return int(step)
 
     def push(self, sess: Any, global_step: int) -> None:

@@ -115,24 +115,33 @@ class GrpcGraphMode(Mode):
                     if self.mirror is not None
                     else None
                 )
-                self.sess = v1.train.MonitoredTrainingSession(
-                    master=self.server.target,
-                    is_chief=self.is_chief,
-                    scaffold=scaffold,
-                    hooks=hooks,
-                    config=self.session_config,
-                    checkpoint_dir=None,
-                    save_checkpoint_secs=None,
-                    save_checkpoint_steps=None,
-                    save_summaries_steps=None,
-                    save_summaries_secs=None,
-                    log_step_count_steps=None,
-                    max_wait_secs=cfg.ps.start_timeout_s,
-                    # SyncReplicasOptimizer's chief queue runner waits for gradients
-                    # that no longer come: closing the session cancels it, no need to
-                    # wait the default 120 s for it first.
-                    stop_grace_period_secs=1,
-                )
+                # SyncReplicasOptimizer's chief queue runner waits for gradients that no
+                # longer come: closing the session cancels it, no need to wait the default
+                # 120 s for it first.
+                grace = 1
+                if self.is_chief:
+                    self.sess = v1.train.MonitoredTrainingSession(
+                        master=self.server.target,
+                        is_chief=True,
+                        scaffold=scaffold,
+                        hooks=hooks,
+                        config=self.session_config,
+                        checkpoint_dir=None,
+                        save_checkpoint_secs=None,
+                        save_checkpoint_steps=None,
+                        save_summaries_steps=None,
+                        save_summaries_secs=None,
+                        log_step_count_steps=None,
+                        max_wait_secs=cfg.ps.start_timeout_s,
+                        stop_grace_period_secs=grace,
+                    )
+                else:
+                    creator = _WorkerSessionCreator(
+                        self.server.target, self.session_config, cfg.ps.start_timeout_s
+                    )
+                    self.sess = v1.train.MonitoredSession(
+                        session_creator=creator, hooks=hooks, stop_grace_period_secs=grace
+                    )
         except tf.errors.DeadlineExceededError:
             raise ClusterError(
                 f"worker {self.worker_index}: no session within {cfg.ps.start_timeout_s:g} s"
@@ -165,7 +174,10 @@ class GrpcGraphMode(Mode):
         return self.mirror.checkpoint_objects()
 
     def before_checkpoint(self) -> int | None:
-        return int(self.sess.run_step_fn(lambda step_context: self.mirror.pull(step_context.session)))
+        with self.graph.as_default():
+            return int(
+                self.sess.run_step_fn(lambda step_context: self.mirror.pull(step_context.session))
+            )
 
     def current_global_step(self) -> int | None:
         return self._global_steps[-1] if self._global_steps else None
@@ -173,7 +185,10 @@ class GrpcGraphMode(Mode):
     def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
         """The ps variables' values now, and this worker's gradients of its last step."""
         variables = self.model_variables
-        values = self.sess.run_step_fn(lambda step_context: step_context.session.run(variables))
+        with self.graph.as_default():
+            values = self.sess.run_step_fn(
+                lambda step_context: step_context.session.run(variables)
+            )
         out = {f"weights/{v.name}": x for v, x in zip(variables, values)}
         if with_gradients and self._last_gradients is not None:
             out.update({f"gradients/{n}": g for n, g in self._last_gradients})
@@ -183,7 +198,10 @@ class GrpcGraphMode(Mode):
         ps = self.cfg.ps
         if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
             time.sleep(ps.debug_slow_seconds)
-        _, loss, global_step, *grads = self.sess.run(self.fetches)
+        # In the graph's context: a session recreated after a lost ps finalises its
+        # Scaffold again, which must not happen in eager mode.
+        with self.graph.as_default():
+            _, loss, global_step, *grads = self.sess.run(self.fetches)
         if grads:
             self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
@@ -437,6 +455,37 @@ class DistributedReplicatedMode(GrpcGraphMode):
 
     def after_initialize(self) -> None:
         self.sess.run(self.copy.refresh)  # start from the chief's initial values
+
+
+def _WorkerSessionCreator(target: str, config: Any, max_wait_s: float) -> Any:
+    """A non-chief's sessions, as MonitoredTrainingSession's own but polling every
+    second, not every 30 s, for the chief to (re)initialise the variables: a worker whose
+    session was aborted by a lost ps task then rejoins as soon as the chief has reloaded
+    the checkpoint, instead of giving up when ``ps.start_timeout_s`` is under 30 s."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+
+    class Creator(v1.train.SessionCreator):
+        def __init__(self) -> None:
+            self.scaffold = v1.train.Scaffold()
+
+        def create_session(self) -> Any:
+            self.scaffold.finalize()
+            manager = v1.train.SessionManager(
+                local_init_op=self.scaffold.local_init_op,
+                local_init_feed_dict=self.scaffold.local_init_feed_dict,
+                ready_op=self.scaffold.ready_op,
+                ready_for_local_init_op=self.scaffold.ready_for_local_init_op,
+                graph=v1.get_default_graph(),
+                recovery_wait_secs=WORKER_RECOVERY_POLL_S,
+            )
+            return manager.wait_for_session(target, config=config, max_wait_secs=max_wait_s)
+
+    return Creator()
+
+
+WORKER_RECOVERY_POLL_S = 1.0
 
 
 @contextlib.contextmanager
