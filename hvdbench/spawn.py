@@ -79,6 +79,7 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
         kill_all(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+
     def start(role: Role) -> subprocess.Popen[bytes]:
         nonlocal pgid
         cmd = launcher.rank_command(task_argv(rank_argv, spec, role))

@@ -32,6 +32,13 @@ from hvdbench.modes import Mode, register
 class GrpcGraphMode(Mode):
     """The parts of the ps modes around the graph: cluster, servers, control, shutdown."""
 
+    # Checkpoints and summaries (the chief's; see hvdbench.modes.graph_state)
+    mirror: Any = None  # the GraphMirror, with checkpoint.dir on the chief
+    _last_gradients: list[tuple[str, Any]] | None = None  # summary.verbosity >= 2
+    _restored_step: int | None = None  # to load into the graph at the next session
+    _reload: Any = None  # restores the newest checkpoint again; returns its step
+    _graph_sessions: int = 0  # sessions the chief has created (more than 1: recovered)
+
     @staticmethod
     def world_size(cfg: Config) -> int:
         return cfg.ps.num_ps + cfg.launch.np
@@ -186,9 +193,7 @@ class GrpcGraphMode(Mode):
         """The ps variables' values now, and this worker's gradients of its last step."""
         variables = self.model_variables
         with self.graph.as_default():
-            values = self.sess.run_step_fn(
-                lambda step_context: step_context.session.run(variables)
-            )
+            values = self.sess.run_step_fn(lambda step_context: step_context.session.run(variables))
         out = {f"weights/{v.name}": x for v, x in zip(variables, values)}
         if with_gradients and self._last_gradients is not None:
             out.update({f"gradients/{n}": g for n, g in self._last_gradients})
@@ -372,11 +377,6 @@ class GrpcGraphMode(Mode):
                         tokens = tf.fill([n], global_step.read_value())
                         self.release_op = opt._sync_token_queue.enqueue_many((tokens,))
             self.control = ControlPlane(num_ps, n)
-        self.mirror: Any = None
-        self._last_gradients: list[tuple[str, Any]] | None = None
-        self._restored_step: int | None = None
-        self._reload: Any = None
-        self._graph_sessions = 0
         if self.is_chief and cfg.checkpoint.dir:
             from hvdbench.modes.graph_state import GraphMirror
 
@@ -466,7 +466,7 @@ def _WorkerSessionCreator(target: str, config: Any, max_wait_s: float) -> Any:
 
     v1 = tf.compat.v1
 
-    class Creator(v1.train.SessionCreator):
+    class Creator(v1.train.SessionCreator):  # type: ignore[name-defined,misc]
         def __init__(self) -> None:
             self.scaffold = v1.train.Scaffold()
 

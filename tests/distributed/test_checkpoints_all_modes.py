@@ -89,7 +89,9 @@ def test_ps_run_event_files_hold_the_expected_tags(ps_run):
     for scalar in ("loss", "learning_rate", "images_per_sec"):
         assert len(tags[scalar]) >= 3, (scalar, tags[scalar])
         assert plugin_of(tb, scalar) == "scalars"
-    assert {"weights/hidden/kernel", "gradients/hidden/kernel", "gradients/logits/bias"} <= set(tags)
+    assert {"weights/hidden/kernel", "gradients/hidden/kernel", "gradients/logits/bias"} <= set(
+        tags
+    )
     assert plugin_of(tb, "gradients/hidden/kernel") == "histograms"
     (xplane,) = tb.glob("plugins/profile/*/*.xplane.pb")
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -194,8 +196,11 @@ def test_tf_distribute_resume_continues_the_step_count(tmp_path, mode):
     assert rec["chief_losses"][0] < rec1["chief_losses"][0] - 0.2
     tags = event_tags(tb)
     assert tags["loss"] == [2, 4, 6, 8, 10, 12, 14, 16]
-    assert {"learning_rate", "images_per_sec", "weights/hidden/kernel", "gradients/hidden/kernel"} <= (
-        set(tags)
-    )
+    assert {
+        "learning_rate",
+        "images_per_sec",
+        "weights/hidden/kernel",
+        "gradients/hidden/kernel",
+    } <= (set(tags))
     assert len(list(tb.glob("plugins/profile/*/*.xplane.pb"))) == 1
     assert not list(Path("/tmp").glob("hvdbench-ckpt-*"))  # scratch saves cleaned up
