@@ -174,3 +174,41 @@ def test_chief_killed_ends_the_job_and_a_resubmitted_job_resumes(tmp_path, jobs)
     assert rec["global_step"] > saved[-1]
     assert leftover(str(again.out)) == []
     print(f"\nchief killed: job ended {detected:.1f} s after the kill")
+
+
+def rank_pid(marker: str, rank: int) -> int:
+    """The pid of MPI rank ``rank`` among the processes whose command line has ``marker``."""
+    for line in leftover(marker):
+        pid, _, cmd = line.partition(": ")
+        if cmd.startswith("mpirun") or "/mpirun " in cmd.split(" -m ")[0]:
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            return int(pid)
+    raise AssertionError(f"no rank {rank} process")
+
+
+def test_ps_task_killed_under_mpirun_ends_the_job_and_a_resubmitted_job_resumes(tmp_path, jobs):
+    ck = tmp_path / "ck"
+    args = [*SLOW_CHIEF, "--launch.launcher=mpirun", f"--checkpoint.dir={ck}"]
+    job = Job(tmp_path, "run1", *args, "--train.num_steps=150")
+    jobs.append(job)
+    wait_for_checkpoint(ck, job, timeout=150)
+    killed_at = time.monotonic()
+    os.kill(rank_pid(str(job.out), 0), signal.SIGKILL)  # rank 0: ps task 0
+    code = job.wait(timeout=60)
+    detected = time.monotonic() - killed_at
+    assert code != 0
+    assert "hvdbench: the job lost rank 0: ps task 0 (under mpirun" in job.stderr, job.stderr
+    assert leftover(str(job.out)) == []
+    saved = sorted(int(p.name[5:-6]) for p in ck.glob("ckpt-*.index"))
+    again = Job(tmp_path, "run2", *args, "--train.num_steps=10")
+    jobs.append(again)
+    assert again.wait(timeout=200) == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resumed from {ck}/ckpt-{saved[-1]} at step {saved[-1]}" in again.stdout
+    assert again.record()["global_step"] > saved[-1]
+    assert leftover(str(again.out)) == []
+    print(f"\nps task killed under mpirun: job ended {detected:.1f} s after the kill")
