@@ -115,7 +115,7 @@ def jobs():
 
 def test_ps_task_killed_is_restarted_and_training_resumes_from_the_checkpoint(tmp_path, jobs):
     ck = tmp_path / "ck"
-    job = Job(tmp_path, "run", *SLOW_CHIEF, "--train.num_steps=150", f"--checkpoint.dir={ck}")
+    job = Job(tmp_path, "run", *SLOW_CHIEF, "--train.num_steps=100", f"--checkpoint.dir={ck}")
     jobs.append(job)
     wait_for_checkpoint(ck, job, timeout=150)
     killed_at = time.monotonic()
@@ -128,7 +128,7 @@ def test_ps_task_killed_is_restarted_and_training_resumes_from_the_checkpoint(tm
     rec = job.record()
     assert rec["status"] == "complete"
     # both workers reached their step target
-    assert [len(p["step_times"]) for p in rec["per_rank"]] == [150, 150]
+    assert [len(p["step_times"]) for p in rec["per_rank"]] == [100, 100]
     # the chief reloaded the newest checkpoint into the new ps and went on from its step
     (line,) = [ln for ln in out.splitlines() if "again" in ln]
     restored = int(line.split("at step ")[1].split()[0])
@@ -143,7 +143,7 @@ def test_ps_task_killed_is_restarted_and_training_resumes_from_the_checkpoint(tm
     # and the weights are the checkpoint's: no jump back to an untrained model's loss
     losses = rec["chief_losses"]
     assert losses[longest] < losses[0] / 2, (losses[0], losses[longest - 2 : longest + 3])
-    assert rec["global_step"] > restored + 100
+    assert rec["global_step"] > restored + 60
     assert leftover(str(job.out)) == []
     print(
         f"\nps task killed: recovered in {times[longest]:.1f} s (the chief's longest "
