@@ -65,15 +65,23 @@ def restore_latest(checkpoint: Any, directory: str) -> str | None:
 class Checkpointer:
     """The chief's periodic saver, and the restore at start-up."""
 
-    def __init__(self, cfg: CheckpointConfig, objects: dict[str, Any]) -> None:
+    def __init__(
+        self, cfg: CheckpointConfig, objects: dict[str, Any], write_dir: str | None = None
+    ) -> None:
+        """``write_dir``: where saves go, if not ``cfg.dir`` (a non-chief worker that must
+        take part in every save writes to a scratch directory; it restores from ``cfg.dir``)."""
         import tensorflow as tf
 
         self.cfg = cfg
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.checkpoint = tf.train.Checkpoint(global_step=self.global_step, **objects)
-        os.makedirs(cfg.dir, exist_ok=True)
+        directory = write_dir or cfg.dir
+        os.makedirs(directory, exist_ok=True)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, cfg.dir, max_to_keep=cfg.max_to_keep, checkpoint_name=PREFIX
+            self.checkpoint,
+            directory,
+            max_to_keep=cfg.max_to_keep if write_dir is None else 1,
+            checkpoint_name=PREFIX,
         )
         self.last_saved_step = -1
         self.last_save_time = time.monotonic()
@@ -91,14 +99,20 @@ class Checkpointer:
         self.last_saved_step = step
         return step, prefix
 
+    def due(self, step: int) -> bool:
+        """Whether a save is due at ``step``: it crossed a multiple of ``every_steps`` since
+        the last save (steps may move by more than one, as an async graph's global step
+        does), or ``every_seconds`` have elapsed."""
+        every = self.cfg.every_steps
+        by_steps = bool(every) and step // every > max(self.last_saved_step, 0) // every
+        by_time = bool(self.cfg.every_seconds) and (
+            time.monotonic() - self.last_save_time >= self.cfg.every_seconds
+        )
+        return by_steps or by_time
+
     def maybe_save(self, step: int) -> str | None:
         """Save at ``step`` if a step or time period has elapsed since the last save."""
-        by_steps = self.cfg.every_steps and step % self.cfg.every_steps == 0
-        by_time = (
-            self.cfg.every_seconds
-            and time.monotonic() - self.last_save_time >= self.cfg.every_seconds
-        )
-        return self.save(step) if by_steps or by_time else None
+        return self.save(step) if self.due(step) else None
 
     def save(self, step: int) -> str | None:
         """Save now, unless ``step`` is already saved."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hvdbench import config
@@ -138,13 +138,38 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
         if args.dry_run:
             print(" ".join(cmd))
             return 0
-        return launcher.execute(cmd, launcher.launch_env(os.environ, os.geteuid() == 0))
+        return launcher.execute(
+            cmd, launcher.launch_env(os.environ, os.geteuid() == 0), rank_roles(cfg, np)
+        )
     if args.dry_run:
         print(" ".join(launcher.rank_command([a for a in argv if a != "--dry-run"])))
         return 0
     from hvdbench.benchmark import run_rank
 
     return run_rank(cfg, topo, list(argv))
+
+
+def rank_roles(cfg: config.Config, size: int) -> Callable[[int], str] | None:
+    """What a rank is in a job whose ranks are not all alike (ps modes under mpirun), for
+    the message naming a lost rank; None where every rank is a worker."""
+    from hvdbench import modes
+
+    num_ps = size - cfg.launch.np
+    if num_ps <= 0 or modes.get(cfg.mode.name).world_size(cfg) == cfg.launch.np:
+        return None
+    from hvdbench import cluster
+
+    def role(rank: int) -> str:
+        r = cluster.role_from_rank(rank, size, num_ps)
+        what = f"{r.job} task {r.index}"
+        if r.is_ps:
+            return (
+                f"{what} (under mpirun a lost ps task is not restarted: resubmit the job; "
+                "with checkpoint.dir it resumes from the newest checkpoint)"
+            )
+        return what + (" (the chief)" if r.index == 0 else "")
+
+    return role
 
 
 def check_data(cfg: config.Config, training: bool) -> None:

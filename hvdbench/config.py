@@ -373,6 +373,13 @@ class FaultConfig:
         "0 disables the deadline.",
         min=0.0,
     )
+    ps_max_restarts: int = fld(
+        "Parameter-server modes started by `hvdbench run` alone: a ps task that dies while "
+        "the workers run is restarted on its port this many times at most; the workers "
+        "recover their sessions and the chief reloads the latest checkpoint. 0: a lost ps "
+        "task ends the job.",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)

@@ -237,11 +237,33 @@ class ControlPlane:
         self._stop_beating = threading.Event()
 
     def open(self, target: str, config: Any, graph: Any) -> None:
+        self._session_args = (target, graph, config)
+        self._reopen_lock = threading.Lock()
         self.sess = v1.Session(target, graph=graph, config=config)
 
     def _run(self, fetch: Any, feed: dict[Any, Any] | None = None, timeout_s: float = 0) -> Any:
+        """Run on the control session. A ps task that was restarted no longer knows this
+        session's graph: the call is retried on a new session, within ``timeout_s`` (60 s
+        when unbounded), as MonitoredTrainingSession does for the training session."""
         options = v1.RunOptions(timeout_in_ms=int(timeout_s * 1000)) if timeout_s else None
-        return self.sess.run(fetch, feed_dict=feed, options=options)
+        deadline = time.monotonic() + (timeout_s or 60.0)
+        while True:
+            sess = self.sess
+            try:
+                return sess.run(fetch, feed_dict=feed, options=options)
+            except (tf.errors.UnavailableError, tf.errors.AbortedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                self._reopen(sess)
+
+    def _reopen(self, failed: Any) -> None:
+        with self._reopen_lock:
+            if self.sess is failed:  # not already replaced by another thread
+                target, graph, config = self._session_args
+                # the failed session is left to the garbage collector: another thread
+                # may still be returning from a call on it
+                self.sess = v1.Session(target, graph=graph, config=config)
 
     # chief -> ps
     def tell_ps(self, word: bytes) -> None:
@@ -254,7 +276,9 @@ class ControlPlane:
                 try:
                     self.tell_ps(ALIVE)
                 except tf.errors.OpError:
-                    return
+                    # a ps task is down: keep beating, so that a restarted one hears
+                    # from the chief (it leaves after ps.start_timeout_s otherwise)
+                    continue
 
         self.tell_ps(ALIVE)
         self._heartbeat = threading.Thread(target=beat, name="hvdbench-heartbeat", daemon=True)

@@ -44,10 +44,18 @@ class RunHooks:
         self._recent: list[float] = []
         self.synthetic_times: list[float] = []
         self.overhead = 0.0  # seconds spent in the hooks, kept out of the measured time
-        if mode.is_chief and cfg.checkpoint.dir:
+        self._scratch: str | None = None
+        self._last_summary_step = 0
+        if cfg.checkpoint.dir and (mode.is_chief or mode.checkpoint_on_every_worker):
             from hvdbench.checkpoint import Checkpointer
 
-            self.checkpointer = Checkpointer(cfg.checkpoint, mode.checkpoint_objects())
+            if not mode.is_chief:
+                import tempfile
+
+                self._scratch = tempfile.mkdtemp(prefix="hvdbench-ckpt-")
+            self.checkpointer = Checkpointer(
+                cfg.checkpoint, mode.checkpoint_objects(), write_dir=self._scratch
+            )
         if mode.is_chief and cfg.summary.dir:
             import tensorflow as tf
 
@@ -62,9 +70,19 @@ class RunHooks:
             return []
         self.global_step, self.restored_from = self.checkpointer.restore()
         self.start_step = self.global_step
+        self._last_summary_step = self.global_step
+        self.mode.adopt_checkpoint(self.global_step if self.restored_from else None, self._reload)
         if self.restored_from:
             return [f"Checkpoint:  resumed from {self.restored_from} at step {self.global_step}"]
         return [f"Checkpoint:  none in {self.cfg.checkpoint.dir}; starting at step 0"]
+
+    def _reload(self) -> int | None:
+        """Restore the newest checkpoint again (a graph mode whose ps lost its variables)."""
+        step, prefix = self.checkpointer.restore()
+        if prefix is None:
+            return None
+        print(f"Checkpoint:  restored {prefix} at step {step} again", flush=True)
+        return step
 
     # -- every step
 
@@ -87,14 +105,29 @@ class RunHooks:
 
     def _after_step(self, loss: float, seconds: float) -> None:
         self.local_step += 1
-        self.global_step += 1
+        counted = self.mode.current_global_step()
+        self.global_step = self.global_step + 1 if counted is None else counted
         self._recent.append(seconds)
         if self.tracing and self.local_step == self.trace[1]:  # type: ignore[index]
             self._stop_trace()
-        if self.writer is not None and self.global_step % self.cfg.summary.every_steps == 0:
+        every = self.cfg.summary.every_steps
+        if self.writer is not None and self.global_step // every > self._last_summary_step // every:
+            self._last_summary_step = self.global_step
             self._summaries(loss)
         if self.checkpointer is not None:
-            self.checkpointer.maybe_save(self.global_step)
+            due = self.checkpointer.due(self.global_step)
+            if self.mode.checkpoint_on_every_worker and self.cfg.checkpoint.every_seconds:
+                due = self.mode.any_rank(due)  # the clocks differ: every worker saves or none
+            if due:
+                self._save()
+
+    def _save(self) -> None:
+        if self.global_step == self.checkpointer.last_saved_step:
+            return
+        counted = self.mode.before_checkpoint()
+        if counted is not None:  # the step the values were read at
+            self.global_step = counted
+        self.checkpointer.save(self.global_step)
 
     def _stop_trace(self) -> None:
         self.mode.stop_trace()
@@ -154,7 +187,11 @@ class RunHooks:
         if self.tracing:
             self._stop_trace()
         if self.checkpointer is not None:
-            self.checkpointer.save(self.global_step)
+            self._save()
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
         if self.writer is not None:
             self.writer.flush()
 

@@ -7,11 +7,13 @@ Every builder returns ``list[str]`` and touches nothing, so tests assert the exa
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 from hvdbench.errors import UsageError
 
@@ -127,10 +129,25 @@ def tool_path(name: str) -> str:
     return shutil.which(name) or name
 
 
-def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run a launcher in its own process group; forward SIGINT/SIGTERM/SIGUSR1; leave nothing behind."""
+LOST_RANK = re.compile(r"process rank (\d+) with PID")
+
+
+def execute(
+    cmd: Sequence[str], env: Mapping[str, str], rank_role: Callable[[int], str] | None = None
+) -> int:
+    """Run a launcher in its own process group; forward SIGINT/SIGTERM/SIGUSR1; leave nothing behind.
+
+    With ``rank_role``, the launcher's stderr is passed through line by line, and when the
+    job fails after mpirun named a rank it lost (``process rank N with PID ...``), that
+    rank's role in the job is named too (e.g. ``ps task 0``), since mpirun knows only ranks.
+    """
     try:
-        proc = subprocess.Popen(list(cmd), env=dict(env), start_new_session=True)
+        proc = subprocess.Popen(
+            list(cmd),
+            env=dict(env),
+            start_new_session=True,
+            stderr=subprocess.PIPE if rank_role else None,
+        )
     except FileNotFoundError:
         raise UsageError(
             f"launcher '{cmd[0]}' not found; run `make install` or put it on PATH"
@@ -145,8 +162,22 @@ def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
     previous = {
         s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     }
+    lost: list[int] = []
+    watcher = None
+    if rank_role is not None:
+        watcher = threading.Thread(target=_pass_stderr, args=(proc, lost), daemon=True)
+        watcher.start()
     try:
-        return proc.wait()
+        code = proc.wait()
+        if watcher is not None:
+            watcher.join(timeout=5)
+        if code != 0 and lost and rank_role is not None:
+            print(
+                f"hvdbench: the job lost rank {lost[0]}: {rank_role(lost[0])}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return code
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -154,3 +185,14 @@ def execute(cmd: Sequence[str], env: Mapping[str, str]) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _pass_stderr(proc: subprocess.Popen[bytes], lost: list[int]) -> None:
+    """Copy the launcher's stderr to ours, noting the first rank it says was lost."""
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        sys.stderr.buffer.write(raw)
+        sys.stderr.flush()
+        m = LOST_RANK.search(raw.decode(errors="replace"))
+        if m and not lost:
+            lost.append(int(m.group(1)))

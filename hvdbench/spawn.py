@@ -5,6 +5,9 @@ builds the explicit cluster (``--cluster.*`` overrides, so each child is an ordi
 explicit-cluster run), starts the tasks in one process group, and supervises them:
 
 * a worker that fails ends the job at once (its exit code is the job's);
+* a ps task that dies while workers still run is restarted on the same port, at most
+  ``fault.ps_max_restarts`` times: the workers' ``MonitoredTrainingSession`` recovers from
+  the aborted session and the chief reloads the latest checkpoint into the new ps;
 * when every worker succeeded, the ps tasks have been told to stop by the chief; one
   that has not left within a grace period is killed and reported;
 * whatever happens, the group is killed on the way out, so nothing is left behind.
@@ -17,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from hvdbench import cluster, launcher
 from hvdbench.cluster import ClusterSpec, Role
@@ -76,18 +79,24 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
         kill_all(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def start(role: Role) -> subprocess.Popen[bytes]:
+        nonlocal pgid
+        cmd = launcher.rank_command(task_argv(rank_argv, spec, role))
+        proc = subprocess.Popen(
+            cmd,
+            env=child_env(os.environ),
+            process_group=pgid,  # the first child founds the group, the rest join it
+        )
+        if not pgid:
+            pgid = proc.pid
+        procs[role] = proc
+        return proc
+
     try:
         for role in roles:
-            cmd = launcher.rank_command(task_argv(rank_argv, spec, role))
-            proc = subprocess.Popen(
-                cmd,
-                env=child_env(os.environ),
-                process_group=pgid,  # the first child founds the group, the rest join it
-            )
-            if not pgid:
-                pgid = proc.pid
-            procs[role] = proc
-        return _supervise(procs)
+            start(role)
+        return _supervise(procs, start, cfg.fault.ps_max_restarts)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -96,11 +105,30 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
             proc.wait()
 
 
-def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
-    workers = {r: p for r, p in procs.items() if not r.is_ps}
-    ps = {r: p for r, p in procs.items() if r.is_ps}
+def _supervise(
+    procs: dict[Role, subprocess.Popen[bytes]],
+    start: Callable[[Role], subprocess.Popen[bytes]],
+    max_restarts: int,
+) -> int:
+    """Wait for the workers, restarting lost ps tasks; then for the ps tasks to leave."""
+    workers = [r for r in procs if not r.is_ps]
+    restarts = 0
     while True:
         codes = {r: p.poll() for r, p in procs.items()}
+        lost_ps = [(r, c) for r, c in codes.items() if r.is_ps and c not in (None, 0)]
+        running = any(codes[r] is None for r in workers)
+        if lost_ps and running and restarts < max_restarts:
+            for role, code in lost_ps:
+                restarts += 1
+                print(
+                    f"hvdbench: ps task {role.index} exited with code {code}; restarting it "
+                    f"on its port (restart {restarts} of fault.ps_max_restarts={max_restarts})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                procs[role].wait()
+                start(role)
+            continue
         failed = [(r, c) for r, c in codes.items() if c not in (None, 0)]
         if failed:
             role, code = failed[0]
@@ -116,7 +144,7 @@ def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
         time.sleep(0.1)
     deadline = time.monotonic() + PS_GRACE_S
     while time.monotonic() < deadline:
-        ps_codes = {r: p.poll() for r, p in ps.items()}
+        ps_codes = {r: p.poll() for r, p in procs.items() if r.is_ps}
         if all(c is not None for c in ps_codes.values()):
             bad = [(r, c) for r, c in ps_codes.items() if c != 0]
             if bad:

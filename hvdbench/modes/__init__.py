@@ -102,6 +102,31 @@ class Mode(abc.ABC):
     # suit eager TF2 modes that keep ``self.model``, ``self.optimizer`` and
     # ``self.next_batch``; a graph-mode mode overrides the ones it needs.
 
+    # Checkpoint objects restored and saved on every worker, not the chief alone: under
+    # MultiWorkerMirroredStrategy each worker holds its own copy of the variables, and a
+    # save may run collectives (TensorFlow's documented pattern: the chief writes the real
+    # checkpoint, the other workers to a scratch directory).
+    checkpoint_on_every_worker: ClassVar[bool] = False
+
+    def adopt_checkpoint(  # noqa: B027 - optional hook, nothing to do in eager modes
+        self, global_step: int | None, reload: Callable[[], int | None]
+    ) -> None:
+        """Called on the chief after the restore, before :meth:`initialize`: the restored
+        ``global_step`` (None without a checkpoint) is in ``checkpoint_objects()``, and
+        ``reload()`` restores the newest checkpoint into them again and returns its step.
+        Eager modes restore in place; graph modes load the values into their graph."""
+
+    def before_checkpoint(self) -> int | None:
+        """Bring ``checkpoint_objects()`` up to date before a save (graph modes), and
+        return the global step they were read at where the mode counts it (else None)."""
+        return None
+
+    def current_global_step(self) -> int | None:
+        """The global step as the model's own counter has it after the last step, where the
+        mode keeps one (graph modes: async workers and restored sessions move it); None
+        lets the hooks count steps."""
+        return None
+
     def checkpoint_objects(self) -> dict[str, Any]:
         """Trackables saved in the tf.train.Checkpoint beside ``global_step``. ``model`` is
         the key `hvdbench eval` restores, whatever mode trained the model."""

@@ -32,6 +32,13 @@ from hvdbench.modes import Mode, register
 class GrpcGraphMode(Mode):
     """The parts of the ps modes around the graph: cluster, servers, control, shutdown."""
 
+    # Checkpoints and summaries (the chief's; see hvdbench.modes.graph_state)
+    mirror: Any = None  # the GraphMirror, with checkpoint.dir on the chief
+    _last_gradients: list[tuple[str, Any]] | None = None  # summary.verbosity >= 2
+    _restored_step: int | None = None  # to load into the graph at the next session
+    _reload: Any = None  # restores the newest checkpoint again; returns its step
+    _graph_sessions: int = 0  # sessions the chief has created (more than 1: recovered)
+
     @staticmethod
     def world_size(cfg: Config) -> int:
         return cfg.ps.num_ps + cfg.launch.np
@@ -106,23 +113,42 @@ class GrpcGraphMode(Mode):
         hooks = list(self.hooks)
         try:
             with self.graph.as_default():
-                self.sess = v1.train.MonitoredTrainingSession(
-                    master=self.server.target,
-                    is_chief=self.is_chief,
-                    hooks=hooks,
-                    config=self.session_config,
-                    checkpoint_dir=None,
-                    save_checkpoint_secs=None,
-                    save_checkpoint_steps=None,
-                    save_summaries_steps=None,
-                    save_summaries_secs=None,
-                    log_step_count_steps=None,
-                    max_wait_secs=cfg.ps.start_timeout_s,
-                    # SyncReplicasOptimizer's chief queue runner waits for gradients
-                    # that no longer come: closing the session cancels it, no need to
-                    # wait the default 120 s for it first.
-                    stop_grace_period_secs=1,
+                # The chief loads the checkpoint into the graph right after initialising the
+                # variables, before the SyncReplicasOptimizer hook reads the global step and
+                # before any worker hears that the variables are ready; and again whenever
+                # its session is recreated (a ps task restarted without its variables).
+                scaffold = (
+                    v1.train.Scaffold(init_fn=self._restore_into_graph)
+                    if self.mirror is not None
+                    else None
                 )
+                # SyncReplicasOptimizer's chief queue runner waits for gradients that no
+                # longer come: closing the session cancels it, no need to wait the default
+                # 120 s for it first.
+                grace = 1
+                if self.is_chief:
+                    self.sess = v1.train.MonitoredTrainingSession(
+                        master=self.server.target,
+                        is_chief=True,
+                        scaffold=scaffold,
+                        hooks=hooks,
+                        config=self.session_config,
+                        checkpoint_dir=None,
+                        save_checkpoint_secs=None,
+                        save_checkpoint_steps=None,
+                        save_summaries_steps=None,
+                        save_summaries_secs=None,
+                        log_step_count_steps=None,
+                        max_wait_secs=cfg.ps.start_timeout_s,
+                        stop_grace_period_secs=grace,
+                    )
+                else:
+                    creator = _WorkerSessionCreator(
+                        self.server.target, self.session_config, cfg.ps.start_timeout_s
+                    )
+                    self.sess = v1.train.MonitoredSession(
+                        session_creator=creator, hooks=hooks, stop_grace_period_secs=grace
+                    )
         except tf.errors.DeadlineExceededError:
             raise ClusterError(
                 f"worker {self.worker_index}: no session within {cfg.ps.start_timeout_s:g} s"
@@ -137,11 +163,52 @@ class GrpcGraphMode(Mode):
     def after_initialize(self) -> None:  # noqa: B027 - hook for subclasses
         """Run once the session exists (e.g. prime the staging buffers)."""
 
+    # --- checkpoints and summaries (chief; see hvdbench.modes.graph_state) -------------
+
+    def _restore_into_graph(self, scaffold: Any, sess: Any) -> None:
+        if self._graph_sessions > 0 and self._reload is not None:
+            from hvdbench.modes.graph_state import eagerly
+
+            self._restored_step = eagerly(self._reload)
+        self._graph_sessions += 1
+        if self._restored_step is not None:
+            self.mirror.push(sess, self._restored_step)
+
+    def adopt_checkpoint(self, global_step: int | None, reload: Any) -> None:
+        self._restored_step, self._reload = global_step, reload
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        return self.mirror.checkpoint_objects()
+
+    def before_checkpoint(self) -> int | None:
+        with self.graph.as_default():
+            return int(
+                self.sess.run_step_fn(lambda step_context: self.mirror.pull(step_context.session))
+            )
+
+    def current_global_step(self) -> int | None:
+        return self._global_steps[-1] if self._global_steps else None
+
+    def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
+        """The ps variables' values now, and this worker's gradients of its last step."""
+        variables = self.model_variables
+        with self.graph.as_default():
+            values = self.sess.run_step_fn(lambda step_context: step_context.session.run(variables))
+        out = {f"weights/{v.name}": x for v, x in zip(variables, values)}
+        if with_gradients and self._last_gradients is not None:
+            out.update({f"gradients/{n}": g for n, g in self._last_gradients})
+        return out
+
     def step(self) -> float:
         ps = self.cfg.ps
         if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
             time.sleep(ps.debug_slow_seconds)
-        _, loss, global_step = self.sess.run(self.fetches)
+        # In the graph's context: a session recreated after a lost ps finalises its
+        # Scaffold again, which must not happen in eager mode.
+        with self.graph.as_default():
+            _, loss, global_step, *grads = self.sess.run(self.fetches)
+        if grads:
+            self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
         self._global_steps.append(int(global_step))
         return float(loss)
@@ -300,12 +367,22 @@ class GrpcGraphMode(Mode):
                 self.train_op = self._after_apply(apply)
                 self.global_step_read = tf.identity(global_step)
                 self.fetches = [self.train_op, loss, self.global_step_read]
+                if self.is_chief and cfg.summary.dir and cfg.summary.verbosity >= 2:
+                    # gradient histograms: this worker's gradients, fetched with each step
+                    self.fetches.append([g for g, _ in gv])
+                    self._gradient_names = [v.name for _, v in gv]
                 self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
                 if self.sync:
                     with tf.device(global_step.device):
                         tokens = tf.fill([n], global_step.read_value())
                         self.release_op = opt._sync_token_queue.enqueue_many((tokens,))
             self.control = ControlPlane(num_ps, n)
+        if self.is_chief and cfg.checkpoint.dir:
+            from hvdbench.modes.graph_state import GraphMirror
+
+            self.mirror = GraphMirror(
+                self.graph, model.variables, global_step, lambda: models.build(cfg)
+            )
 
     def _gradients(
         self, opt: Any, model: Any, images: Any, labels: Any
@@ -378,6 +455,37 @@ class DistributedReplicatedMode(GrpcGraphMode):
 
     def after_initialize(self) -> None:
         self.sess.run(self.copy.refresh)  # start from the chief's initial values
+
+
+def _WorkerSessionCreator(target: str, config: Any, max_wait_s: float) -> Any:
+    """A non-chief's sessions, as MonitoredTrainingSession's own but polling every
+    second, not every 30 s, for the chief to (re)initialise the variables: a worker whose
+    session was aborted by a lost ps task then rejoins as soon as the chief has reloaded
+    the checkpoint, instead of giving up when ``ps.start_timeout_s`` is under 30 s."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+
+    class Creator(v1.train.SessionCreator):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            self.scaffold = v1.train.Scaffold()
+
+        def create_session(self) -> Any:
+            self.scaffold.finalize()
+            manager = v1.train.SessionManager(
+                local_init_op=self.scaffold.local_init_op,
+                local_init_feed_dict=self.scaffold.local_init_feed_dict,
+                ready_op=self.scaffold.ready_op,
+                ready_for_local_init_op=self.scaffold.ready_for_local_init_op,
+                graph=v1.get_default_graph(),
+                recovery_wait_secs=WORKER_RECOVERY_POLL_S,
+            )
+            return manager.wait_for_session(target, config=config, max_wait_secs=max_wait_s)
+
+    return Creator()
+
+
+WORKER_RECOVERY_POLL_S = 1.0
 
 
 @contextlib.contextmanager

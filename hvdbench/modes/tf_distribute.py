@@ -54,6 +54,10 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 class CollectiveAllReduceMode(Mode):
     """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
 
+    # Each worker holds its own copy of the variables: every worker restores the
+    # checkpoint, and takes part in every save (the chief's is the real one).
+    checkpoint_on_every_worker = True
+
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
@@ -214,6 +218,13 @@ class LocalDevicesMode(Mode):
     def initialize(self) -> None:
         """Each model starts from the same seed."""
 
+    def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
+        """As in every mode, on the first device's model and batch."""
+        if not hasattr(self, "next_batch"):
+            first = self._batches()[0]
+            self.next_batch = lambda: first
+        return super().summary_histograms(with_gradients)
+
     def step(self) -> float:
         return float(self._step())
 
@@ -297,6 +308,7 @@ class IndependentMode(LocalDevicesMode):
                 training.build_optimizer_state(opt, model.trainable_variables)
             towers.append((d, model, opt))
         self.towers = towers
+        self.model, self.optimizer = towers[0][1], towers[0][2]
         batches = self._batches()
 
         @tf.function
@@ -314,3 +326,13 @@ class IndependentMode(LocalDevicesMode):
             return tf.add_n(losses) / len(losses)
 
         self._step = step
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """The first device's model and optimizer under the keys every mode uses (what
+        `hvdbench eval` reads), the other devices' beside them."""
+        import tensorflow as tf
+
+        others = tf.Module()
+        others.models = [m for _, m, _ in self.towers[1:]]
+        others.optimizers = [o for _, _, o in self.towers[1:]]
+        return {"model": self.model, "optimizer": self.optimizer, "other_devices": others}

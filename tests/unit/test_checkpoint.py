@@ -62,3 +62,12 @@ def test_save_by_seconds(tmp_path):
     assert ck.maybe_save(2).endswith("ckpt-2")
     assert ck.maybe_save(3) is None  # the clock restarted at the save
     assert [p.name for p in sorted(tmp_path.glob("*.index"))] == ["ckpt-2.index"]
+
+
+def test_save_by_steps_when_the_global_step_jumps(tmp_path):
+    """An async graph's global step moves by several per chief step: a save is due when a
+    multiple of every_steps was crossed, not only when it is hit."""
+    _, ck = make(tmp_path, 1.0)
+    ck.restore()
+    saved = [s for s in (2, 4, 7, 9, 11, 16, 17) if ck.maybe_save(s)]
+    assert saved == [7, 11, 16]
