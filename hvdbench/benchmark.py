@@ -225,7 +225,7 @@ def _measure(
         if not stopping.should_check(done, cfg.stop.check_every):
             return False
         t = time.perf_counter()
-        agreed = mode.any_rank(stop.requested)
+        agreed = mode.agree_stop(stop.requested)
         agreement += time.perf_counter() - t
         return agreed
 

@@ -8,16 +8,16 @@ takes about as long as its slowest job; each test then waits, bounded, for its o
 from __future__ import annotations
 
 import json
-import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hvdbench import modes
 from hvdbench.study import records
 from tests.conftest import hvdbench, run
+from tests.distributed.cluster_helpers import leftover
 from tests.slurm.cluster import LocalSlurm
 from tests.slurm.conftest import slurm_env, wait_for_job, wait_for_text
 
@@ -54,11 +54,6 @@ open("probe-batch.json", "w").write(json.dumps({"how": "batch",
 HOW=srun-pmix srun --mpi=pmix -n 2 "$P" -c "$SNIP"
 HOW=mpirun mpirun -np 2 "$P" -c "$SNIP"
 """
-
-# The parameter-server job through slurm/ps_srun.sbatch: opt-in until it runs to completion.
-PS_UNDER_SRUN = (
-    os.environ.get("HVDBENCH_SLURM_PS") == "1" and "parameter_server" in modes.registered()
-)
 
 
 def _submit_line(out: str) -> str:
@@ -136,10 +131,19 @@ def jobs(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) ->
     )  # fmt: skip
     assert r.returncode == 0, r.output
     j.ids["sweep"] = _submit_line(r.stdout)
-    if PS_UNDER_SRUN:
-        j.submit("ps", "--nodes", "1", "--ntasks-per-node", "3", "--time", "5",
-                 "--mode.name=parameter_server", "--launch.np=2")  # fmt: skip
+    # 1 ps + 2 workers, roles from SLURM_PROCID, addresses exchanged through PMIx.
+    j.submit("ps", "--nodes", "1", "--ntasks-per-node", "3", "--time", "5",
+             "--mode.name=parameter_server", "--launch.np=2")  # fmt: skip
     return j
+
+
+def _settled_leftover(marker: str, grace: float = 15) -> list[str]:
+    """Processes still mentioning ``marker``, after a short grace for the step daemons
+    to reap what they started (the job's state can change a moment before)."""
+    deadline = time.monotonic() + grace
+    while (left := leftover(marker)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
 
 
 def _check_complete_record(rec: dict[str, Any], job: str, world: int) -> None:
@@ -244,20 +248,21 @@ def test_packed_sweep_runs_points_as_srun_steps(jobs: Jobs) -> None:
     assert "| horovod | 2 | 16 | 1 |" in rep.stdout
 
 
-@pytest.mark.skipif(
-    not PS_UNDER_SRUN,
-    reason="known open problem (issue 4): parameter_server under `srun --mpi=pmix` on the local "
-    "Slurm does not finish (with --mpi=none mpi4py cannot initialise); set HVDBENCH_SLURM_PS=1",
-)
 def test_parameter_server_script(jobs: Jobs) -> None:
+    """slurm/ps_srun.sbatch under srun --mpi=pmix: the ps task and both workers leave by
+    themselves, so the job completes with exit 0 and nothing of it is left running."""
     fields = jobs.wait("ps")
     assert fields["JobState"] == "COMPLETED", jobs.log("ps")
+    assert fields["ExitCode"] == "0:0", (fields, jobs.log("ps"))
+    assert _settled_leftover(str(jobs.dirs["ps"])) == []
     recs = jobs.records("ps")
     assert len(recs) == 1, jobs.log("ps")
     assert recs[0]["status"] == "complete"
     assert recs[0]["mode"] == "parameter_server"
     assert recs[0]["totals"]["num_ranks"] == 2
+    assert recs[0]["totals"]["num_steps"] == 20  # past a stop check (every 10 steps)
     assert recs[0]["slurm"]["job_id"] == jobs.ids["ps"]
+    assert recs[0]["mode_details"]["roles_from"] == "mpi ranks"
 
 
 def test_local_cluster_declares_more_cpus_than_the_machine(slurm_cluster: LocalSlurm) -> None:
