@@ -171,12 +171,19 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         signals = [g.get("stop_signal") for g in gathered] if gathered else [stop.signum]
         stop_info = stop_details(stopped, done, cfg, len(run.times), signals)
         stop_info["agreement_seconds_excluded"] = agreement
+        stop_info["checkpoint"] = hooks.stop_checkpoint
         if stopped:
             _say(
                 mode,
                 f"hvdbench: stopping on {stop_info['signal']} after {len(run.times)} of "
                 f"{cfg.train.num_steps} measured steps",
             )
+            if hooks.stop_checkpoint and hooks.stop_checkpoint["path"]:
+                _say(
+                    mode,
+                    f"hvdbench: checkpoint at global step {hooks.global_step} written to "
+                    f"{hooks.stop_checkpoint['path']}",
+                )
         if mode.is_chief:
             assert gathered is not None
             totals = None
@@ -269,7 +276,7 @@ def _measure(
             stopped = True
             break
     measured = time.perf_counter() - start - (hooks.overhead - overhead) - saving - agreement
-    hooks.finish()
+    hooks.finish(stopped, run.path.with_suffix(".ckpt") if run.path else None)
     return measured, stopped, done, agreement
 
 
