@@ -195,7 +195,11 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 extra = hooks.record_fields(gathered, totals)
                 if "input_pipeline" in extra:
                     print(input_pipeline_line(extra["input_pipeline"]), flush=True)
-            extra |= {"slurm": slurm.job_info(os.environ), "stop": stop_info}
+            extra |= {
+                "slurm": slurm.job_info(os.environ),
+                "stop": stop_info,
+                "global_step": hooks.global_step,  # also when no measured step ran
+            }
             path = run.save_complete(gathered, totals, extra, stopped)
             print(f"hvdbench: record written to {path}", flush=True)
         # No rank leaves before the record is on disk: a launcher that ends the job at the

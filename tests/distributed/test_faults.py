@@ -107,6 +107,7 @@ def test_lost_rank_ends_the_job_and_keeps_the_measurements(tmp_path, launcher, f
         os.kill(victim["pid"], getattr(signal, fault))
         code, elapsed = finish(job, timeout=60)
         err = (tmp_path / "err.txt").read_text()
+        print(f"detection: {launcher} {fault} of rank 1: fault to job end {elapsed:.1f} s")
         assert code is not None, f"job still running 60 s after {fault}"
         assert code != 0
         host = socket.gethostname()

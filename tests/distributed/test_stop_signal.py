@@ -75,8 +75,10 @@ def test_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
         everything = _descendants(proc.pid)
         target = _rank_pid(proc.pid, 1)
         assert target is not None, "rank 1 not found"
+        sent = time.monotonic()
         os.kill(target, signal.SIGUSR1)
         rc = proc.wait(timeout=120)
+        print(f"detection: SIGUSR1 to rank 1 only, to job end {time.monotonic() - sent:.1f} s")
     finally:
         for pid in [*everything, proc.pid]:
             try:
@@ -125,7 +127,7 @@ def test_sigterm_to_every_rank_saves_a_checkpoint_that_a_rerun_resumes(tmp_path:
         for pid in ranks:
             os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
         rc = proc.wait(timeout=120)
-        print(f"detection: SIGTERM to job end {time.monotonic() - sent:.1f} s")
+        print(f"detection: SIGTERM to every rank, to job end {time.monotonic() - sent:.1f} s")
     finally:
         for pid in [*everything, proc.pid]:
             try:

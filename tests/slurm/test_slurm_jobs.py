@@ -111,11 +111,13 @@ def jobs(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) ->
     j = Jobs(slurm_cluster, tmp_path_factory.mktemp("jobs"))
     j.sbatch("probe", PROBE, "--ntasks=2")
     j.submit("srun", "--nodes", "1", "--ntasks-per-node", "2", "--time", "5")
-    # A real --signal: Slurm sends SIGUSR1 up to 60 s earlier than 60 s before the 2-minute
-    # limit, i.e. well after start-up; the run would otherwise go on for a million steps.
+    # A real --signal, SIGTERM as at a time limit or a preemption: Slurm's controller checks
+    # every 30 s and may signal up to 60 s early, so TERM@60 before a 2-minute limit comes
+    # 30-60 s after the start, well after start-up, and well before the limit; the run
+    # would otherwise go on for a million steps. (SIGUSR1 is covered by mpirun_scancel.)
     j.submit(
         "real_signal", "--nodes", "1", "--ntasks-per-node", "2", "--time", "2",
-        "--signal", "USR1@60", "--train.num_steps=1000000", "--stop.check_every=2",
+        "--signal", "TERM@60", "--train.num_steps=1000000", "--stop.check_every=2",
         "--train.display_every=100000",
     )  # fmt: skip
     j.submit(
@@ -191,21 +193,30 @@ def test_horovod_srun_script_via_submit(jobs: Jobs) -> None:
 
 
 def test_real_slurm_signal_stops_all_ranks_together(jobs: Jobs) -> None:
+    """sbatch --signal=TERM@60: every task gets SIGTERM before the time limit; the ranks
+    stop after the same step, the chief writes the record (incomplete, with the steps
+    done) and a checkpoint, and the job ends with 128 + SIGTERM, not by the time limit."""
     fields = jobs.wait("real_signal")
     log = jobs.log("real_signal")
     assert fields["JobState"] == "FAILED", (fields, log)  # non-zero exit, not TIMEOUT
-    assert fields["ExitCode"] == "138:0", (fields, log)  # 128 + SIGUSR1
+    assert fields["ExitCode"] == "143:0", (fields, log)  # 128 + SIGTERM
     recs = jobs.records("real_signal")
     assert len(recs) == 1, log
     rec = recs[0]
     assert rec["status"] == "incomplete"
     stop = rec["stop"]
-    assert stop["signal"] == "SIGUSR1" and stop["stopped_early"]
+    assert stop["signal"] == "SIGTERM" and stop["stopped_early"]
+    assert stop["signals_by_rank"] == ["SIGTERM", "SIGTERM"]  # Slurm signals every task
     assert stop["steps_done"] % 2 == 0  # agreed at a check step (every 2)
     assert stop["measured_steps_done"] < 1000000
     done = stop["measured_steps_done"]
     assert [len(r["step_times"]) for r in rec["per_rank"]] == [done, done]
-    assert "stopping on SIGUSR1" in log
+    assert "stopping on SIGTERM" in log
+    ckpt = stop["checkpoint"]
+    assert ckpt["global_step"] == stop["steps_done"] == rec["global_step"]
+    assert ckpt["dir"] == str(Path(rec["_path"]).with_suffix(".ckpt"))
+    assert Path(ckpt["path"] + ".index").is_file(), (ckpt, log)
+    assert f"checkpoint at global step {ckpt['global_step']} written to" in log
 
 
 def test_mpirun_script_forwards_scancel_signal(jobs: Jobs) -> None:
