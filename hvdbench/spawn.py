@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from hvdbench import cluster, launcher
+from hvdbench import cluster, launcher, stopping
 from hvdbench.cluster import ClusterSpec, Role
 from hvdbench.config import Config
 
@@ -75,7 +75,8 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
     def forward(signum: int, _frame: object) -> None:
         kill_all(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    forwarded = (signal.SIGINT, *stopping.STOP_SIGNALS)  # Slurm's warning is SIGUSR1
+    previous = {s: signal.signal(s, forward) for s in forwarded}
     try:
         for role in roles:
             cmd = launcher.rank_command(task_argv(rank_argv, spec, role))
@@ -96,12 +97,21 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
             proc.wait()
 
 
+# A worker that stopped early on a signal ends as 128 + signal, after the whole job agreed
+# to stop and the chief wrote its record: an orderly end, not a failure to tear down.
+STOP_CODES = frozenset(stopping.exit_code(s) for s in stopping.STOP_SIGNALS)
+
+
 def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
     workers = {r: p for r, p in procs.items() if not r.is_ps}
     ps = {r: p for r, p in procs.items() if r.is_ps}
     while True:
         codes = {r: p.poll() for r, p in procs.items()}
-        failed = [(r, c) for r, c in codes.items() if c not in (None, 0)]
+        failed = [
+            (r, c)
+            for r, c in codes.items()
+            if c not in (None, 0) and not (c in STOP_CODES and not r.is_ps)
+        ]
         if failed:
             role, code = failed[0]
             print(
@@ -111,9 +121,10 @@ def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
                 flush=True,
             )
             return code if code and code > 0 else 1
-        if all(codes[r] == 0 for r in workers):
+        if all(codes[r] == 0 or codes[r] in STOP_CODES for r in workers):
             break
         time.sleep(0.1)
+    stopped = max((c for r, c in codes.items() if r in workers and c), default=0)
     deadline = time.monotonic() + PS_GRACE_S
     while time.monotonic() < deadline:
         ps_codes = {r: p.poll() for r, p in ps.items()}
@@ -123,7 +134,7 @@ def _supervise(procs: Mapping[Role, subprocess.Popen[bytes]]) -> int:
                 role, ps_code = bad[0]
                 print(f"hvdbench: ps task {role.index} exited with code {ps_code}", file=sys.stderr)
                 return 1
-            return 0
+            return stopped
         time.sleep(0.1)
     print(
         f"hvdbench: ps task(s) still running {PS_GRACE_S:g} s after the workers finished; killed",
