@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,11 @@ def test_real_slurm_signal_stops_all_ranks_together(jobs: Jobs) -> None:
     assert ckpt["dir"] == str(Path(rec["_path"]).with_suffix(".ckpt"))
     assert Path(ckpt["path"] + ".index").is_file(), (ckpt, log)
     assert f"checkpoint at global step {ckpt['global_step']} written to" in log
+    signalled = re.search(r"STEP \S+ ON \S+ CANCELLED AT (\S+) \*\*\*", log)
+    if signalled:  # slurmstepd's note of the SIGTERM it delivered, for the report
+        sent = datetime.fromisoformat(signalled.group(1))
+        ended = datetime.fromisoformat(fields["EndTime"])
+        print(f"detection: sbatch --signal=TERM@60: SIGTERM to job end {ended - sent}")
 
 
 def test_mpirun_script_forwards_scancel_signal(jobs: Jobs) -> None:
