@@ -179,12 +179,19 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         signals = [g.get("stop_signal") for g in gathered] if gathered else [stop.signum]
         stop_info = stop_details(stopped, done, cfg, len(run.times), signals)
         stop_info["agreement_seconds_excluded"] = agreement
+        stop_info["checkpoint"] = hooks.stop_checkpoint
         if stopped:
             _say(
                 mode,
                 f"hvdbench: stopping on {stop_info['signal']} after {len(run.times)} of "
                 f"{cfg.train.num_steps} measured steps",
             )
+            if hooks.stop_checkpoint and hooks.stop_checkpoint["path"]:
+                _say(
+                    mode,
+                    f"hvdbench: checkpoint at global step {hooks.global_step} written to "
+                    f"{hooks.stop_checkpoint['path']}",
+                )
         if mode.is_chief:
             assert gathered is not None
             totals = None
@@ -196,7 +203,11 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 extra = hooks.record_fields(gathered, totals)
                 if "input_pipeline" in extra:
                     print(input_pipeline_line(extra["input_pipeline"]), flush=True)
-            extra |= {"slurm": slurm.job_info(os.environ), "stop": stop_info}
+            extra |= {
+                "slurm": slurm.job_info(os.environ),
+                "stop": stop_info,
+                "global_step": hooks.global_step,  # also when no measured step ran
+            }
             path = run.save_complete(gathered, totals, extra, stopped)
             print(f"hvdbench: record written to {path}", flush=True)
         # No rank leaves before the record is on disk: a launcher that ends the job at the
@@ -233,7 +244,7 @@ def _measure(
         if not stopping.should_check(done, cfg.stop.check_every):
             return False
         t = time.perf_counter()
-        agreed = mode.any_rank(stop.requested)
+        agreed = mode.agree_stop(stop.requested)
         agreement += time.perf_counter() - t
         return agreed
 
@@ -279,7 +290,7 @@ def _measure(
             break
     measured = time.perf_counter() - start - (hooks.overhead - overhead) - saving - agreement
     run.cpu_seconds = time.process_time() - cpu_start
-    hooks.finish()
+    hooks.finish(stopped, run.path.with_suffix(".ckpt") if run.path else None)
     return measured, stopped, done, agreement
 
 

@@ -124,3 +124,8 @@ class Checkpointer:
         self.last_save_time = time.monotonic()
         self.saved.append(os.path.basename(path))
         return str(path)
+
+    @property
+    def latest(self) -> str | None:
+        """The newest checkpoint this manager knows of (saved or found on disk)."""
+        return self.manager.latest_checkpoint

@@ -460,6 +460,13 @@ class StopConfig:
         "in these agreements is left out of the measured time.",
         min=1,
     )
+    checkpoint: bool = fld(
+        "On a stop signal the chief also saves a checkpoint of the steps done: into "
+        "checkpoint.dir, or, when that is empty, into a directory beside the record (its "
+        "name with .ckpt for .json, given in the record's stop.checkpoint), which a rerun "
+        "resumes from with --checkpoint.dir=<it>. Modes without checkpoint support record "
+        "why none was written."
+    )
 
 
 @dataclass(frozen=True)

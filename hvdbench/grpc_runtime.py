@@ -232,6 +232,12 @@ class ControlPlane:
             )
             self._done_put = done_q.enqueue(1)
             self._done_count = done_q.size()
+            stop_q = tf.queue.FIFOQueue(
+                CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_stop"
+            )
+            self._stop_put = stop_q.enqueue(1)
+            self._stop_count = stop_q.size()
+        self._stop_raised = False
         self.sess: Any = None
         self._heartbeat: threading.Thread | None = None
         self._stop_beating = threading.Event()
@@ -327,6 +333,13 @@ class ControlPlane:
 
     def done_count(self) -> int:
         return int(self._run(self._done_count, timeout_s=60))
+
+    # a stop signal: raised by any worker, seen by all, waited on by none
+    def stop_flag(self, mine: bool) -> bool:
+        if mine and not self._stop_raised:
+            self._run(self._stop_put, timeout_s=60)
+            self._stop_raised = True
+        return mine or int(self._run(self._stop_count, timeout_s=60)) > 0
 
     def close(self) -> None:
         if self.sess is not None:

@@ -13,8 +13,10 @@ comparison steps included) and carries over from the checkpoint a run resumes fr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -46,6 +48,7 @@ class RunHooks:
         self.overhead = 0.0  # seconds spent in the hooks, kept out of the measured time
         self._scratch: str | None = None
         self._last_summary_step = 0
+        self.stop_checkpoint: dict[str, Any] | None = None  # what finish(stopped) saved
         if cfg.checkpoint.dir and (mode.is_chief or mode.checkpoint_on_every_worker):
             from hvdbench.checkpoint import Checkpointer
 
@@ -182,11 +185,17 @@ class RunHooks:
 
     # -- end
 
-    def finish(self) -> None:
-        """Stop an unfinished trace, save the final checkpoint, flush the summaries."""
+    def finish(self, stopped: bool = False, stop_dir: str | os.PathLike[str] | None = None) -> None:
+        """Stop an unfinished trace, save the final checkpoint, flush the summaries.
+
+        ``stopped``: the ranks stopped early on a signal; the chief then saves a checkpoint
+        even when no periodic ones were asked for (``stop.checkpoint``), into
+        ``checkpoint.dir`` or else ``stop_dir``, so that the time spent is not lost."""
         if self.tracing:
             self._stop_trace()
-        if self.checkpointer is not None:
+        if stopped:
+            self._save_on_stop(stop_dir)
+        elif self.checkpointer is not None:
             self._save()
         if self._scratch is not None:
             import shutil
@@ -194,6 +203,52 @@ class RunHooks:
             shutil.rmtree(self._scratch, ignore_errors=True)
         if self.writer is not None:
             self.writer.flush()
+
+    def _save_on_stop(self, stop_dir: str | os.PathLike[str] | None) -> None:
+        """The checkpoint of a stopped run; its outcome goes to ``stop_checkpoint`` for the
+        record. A failure is reported there, never raised: the record matters more."""
+        every = self.mode.checkpoint_on_every_worker  # a collective save: all take part
+        if not (self.mode.is_chief or every):
+            return
+        if self.checkpointer is None:
+            if not self.cfg.stop.checkpoint or (self.mode.is_chief and stop_dir is None):
+                return
+            try:
+                objects = self.mode.checkpoint_objects()
+            except (AttributeError, NotImplementedError):
+                self.stop_checkpoint = {
+                    "path": None,
+                    "error": f"mode {self.cfg.mode.name} does not save checkpoints",
+                }
+                return
+        try:
+            if self.checkpointer is None:
+                import tempfile
+
+                from hvdbench.checkpoint import Checkpointer
+
+                if self.mode.is_chief:
+                    directory = os.fspath(stop_dir)  # type: ignore[arg-type]
+                else:  # a non-chief's share of the collective save, thrown away after
+                    directory = self._scratch = tempfile.mkdtemp(prefix="hvdbench-ckpt-")
+                self.checkpointer = Checkpointer(
+                    dataclasses.replace(self.cfg.checkpoint, dir=directory),
+                    objects,
+                    write_dir=None if self.mode.is_chief else directory,
+                )
+            self._save()
+            saved = self.checkpointer.latest
+        except Exception as e:  # noqa: BLE001 - disk full, permissions: keep the record
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            warn = f"checkpoint on stop failed: {type(e).__name__}: {first[:200]}"
+            print(f"hvdbench: warning: {warn}", file=sys.stderr, flush=True)
+            self.stop_checkpoint = {"path": None, "error": warn}
+            return
+        self.stop_checkpoint = {
+            "dir": self.checkpointer.cfg.dir,
+            "path": saved,
+            "global_step": self.global_step,
+        }
 
     def record_fields(self, gathered: list[dict[str, Any]], totals: metrics.Totals) -> dict:
         """The record's ``data``, ``checkpoint``, ``summary``, ``trace`` and

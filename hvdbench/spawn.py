@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from hvdbench import cluster, launcher
+from hvdbench import cluster, launcher, stopping
 from hvdbench.cluster import ClusterSpec, Role
 from hvdbench.config import Config
 
@@ -78,7 +78,8 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
     def forward(signum: int, _frame: object) -> None:
         kill_all(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    forwarded = (signal.SIGINT, *stopping.STOP_SIGNALS)  # Slurm's warning is SIGUSR1
+    previous = {s: signal.signal(s, forward) for s in forwarded}
 
     def start(role: Role) -> subprocess.Popen[bytes]:
         nonlocal pgid
@@ -105,6 +106,11 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
             proc.wait()
 
 
+# A worker that stopped early on a signal ends as 128 + signal, after the whole job agreed
+# to stop and the chief wrote its record: an orderly end, not a failure to tear down.
+STOP_CODES = frozenset(stopping.exit_code(s) for s in stopping.STOP_SIGNALS)
+
+
 def _supervise(
     procs: dict[Role, subprocess.Popen[bytes]],
     start: Callable[[Role], subprocess.Popen[bytes]],
@@ -129,7 +135,11 @@ def _supervise(
                 procs[role].wait()
                 start(role)
             continue
-        failed = [(r, c) for r, c in codes.items() if c not in (None, 0)]
+        failed = [
+            (r, c)
+            for r, c in codes.items()
+            if c not in (None, 0) and not (c in STOP_CODES and not r.is_ps)
+        ]
         if failed:
             role, code = failed[0]
             print(
@@ -139,9 +149,10 @@ def _supervise(
                 flush=True,
             )
             return code if code and code > 0 else 1
-        if all(codes[r] == 0 for r in workers):
+        if all(codes[r] == 0 or codes[r] in STOP_CODES for r in workers):
             break
         time.sleep(0.1)
+    stopped = max((c for r, c in codes.items() if r in workers and c), default=0)
     deadline = time.monotonic() + PS_GRACE_S
     while time.monotonic() < deadline:
         ps_codes = {r: p.poll() for r, p in procs.items() if r.is_ps}
@@ -151,7 +162,7 @@ def _supervise(
                 role, ps_code = bad[0]
                 print(f"hvdbench: ps task {role.index} exited with code {ps_code}", file=sys.stderr)
                 return 1
-            return 0
+            return stopped
         time.sleep(0.1)
     print(
         f"hvdbench: ps task(s) still running {PS_GRACE_S:g} s after the workers finished; killed",

@@ -76,6 +76,14 @@ class Mode(abc.ABC):
         """True on every compute rank if ``flag`` is true on any. A collective: every
         compute rank calls it at the same step, which is how ranks agree on a stop step."""
 
+    def agree_stop(self, flag: bool) -> bool:
+        """Whether this rank stops now, given its own stop flag; called every
+        ``stop.check_every`` steps. By default the collective :meth:`any_rank`, so that
+        every rank stops after the same step and none is left alone in a collective. A
+        mode whose ranks do not step in lockstep overrides it with a check that cannot
+        block (see the ps modes)."""
+        return self.any_rank(flag)
+
     @property
     @abc.abstractmethod
     def worker_index(self) -> int:

@@ -260,6 +260,17 @@ class GrpcGraphMode(Mode):
         timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
         return self.control.any_rank(flag, self.is_chief, timeout)
 
+    def agree_stop(self, flag: bool) -> bool:
+        """A stop flag shared through ps 0, which no worker waits on.
+
+        ``SyncReplicasOptimizer`` counts gradients, not workers, so one worker can run many
+        steps ahead of another; a barrier at a fixed step (``any_rank``) would then hold
+        the worker that arrived first while the other still needs its gradients to get
+        there, and both would wait for ever. Instead a worker that was signalled raises
+        the flag and stops, every worker stops at its next check after that, and the
+        end of the run (``gather``'s drain) keeps the stragglers' steps going."""
+        return self.control.stop_flag(flag)
+
     def read_variables(self) -> list[Any]:
         """The current values of the model's trainable variables (for tests and checks)."""
         return list(self.sess.run(self.model_variables))

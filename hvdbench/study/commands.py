@@ -89,7 +89,9 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--sizes", default="1KiB..256MiB", help="a..b (x --factor steps) or a,b,c")
     a.add_argument("--factor", type=int, default=2)
     a.add_argument("--model", default="", help="time the gradient sizes of this model instead")
-    a.add_argument("--impl", default="horovod,mpi4py", help="comma-separated implementations: horovod, mpi4py")
+    a.add_argument(
+        "--impl", default="horovod,mpi4py", help="comma-separated implementations: horovod, mpi4py"
+    )
     a.add_argument("--np", type=int, default=0, help="ranks to launch (0: as launched)")
     a.add_argument("--launcher", choices=("mpirun", "horovodrun"), default="mpirun")
     a.add_argument("--controller", choices=("gloo", "mpi"), default="gloo", help="horovodrun's")

@@ -107,6 +107,7 @@ def test_lost_rank_ends_the_job_and_keeps_the_measurements(tmp_path, launcher, f
         os.kill(victim["pid"], getattr(signal, fault))
         code, elapsed = finish(job, timeout=60)
         err = (tmp_path / "err.txt").read_text()
+        print(f"detection: {launcher} {fault} of rank 1: fault to job end {elapsed:.1f} s")
         assert code is not None, f"job still running 60 s after {fault}"
         assert code != 0
         host = socket.gethostname()
@@ -117,6 +118,7 @@ def test_lost_rank_ends_the_job_and_keeps_the_measurements(tmp_path, launcher, f
                 rf"rank 1 on host {host} stopped responding: no heartbeat for ([\d.]+) s", err
             )
             assert m, err
+            print(f"detection: {launcher} SIGSTOP: no heartbeat for {m.group(1)} s when named")
             assert HEARTBEAT_TIMEOUT <= float(m.group(1)) < HEARTBEAT_TIMEOUT + 2 * INTERVAL + 1
             # detected within the configured bound, plus the launcher's teardown
             assert elapsed < HEARTBEAT_TIMEOUT + 20

@@ -126,17 +126,24 @@ def test_backup_worker_lets_the_others_step(tmp_path):
 
 
 def test_mpirun_roles_from_ranks(tmp_path):
-    """mpirun -np 3 with num_ps=1: rank 0 is the ps, ranks 1-2 the workers, chief rank 1."""
+    """mpirun -np 3 with num_ps=1: rank 0 is the ps, ranks 1-2 the workers, chief rank 1.
+
+    Long enough for a stop check inside the measured steps: while the chief writes its
+    first record, worker 1 runs ahead (SyncReplicasOptimizer counts gradients, not
+    workers), and a stop check that waited for every worker used to deadlock here, as it
+    did under srun."""
     cmd = [
         "mpirun", "-np", "3", "--oversubscribe", "--bind-to", "none",
         sys.executable, "-m", "hvdbench", "run",
         "--mode.name=parameter_server", "--ps.num_ps=1", f"--output.dir={tmp_path}", *FAST,
+        "--train.num_steps=30", "--train.display_every=10", "--stop.check_every=10",
     ]  # fmt: skip
-    r = run(cmd, timeout=180, env=base_env())
+    r = run(cmd, timeout=120, env=base_env())
     assert not r.timed_out and r.returncode == 0, r.output[-3000:]
     assert "Traceback" not in r.output
     assert leftover(str(tmp_path)) == []
     rec = one_record(tmp_path)
+    assert rec["status"] == "complete" and rec["totals"]["num_steps"] == 30
     d = rec["mode_details"]
     assert d["roles_from"] == "mpi ranks"
     assert (d["num_ps"], d["num_workers"]) == (1, 2)

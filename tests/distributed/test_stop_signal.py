@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import base_env
+from tests.conftest import base_env, hvdbench
+from tests.distributed.cluster_helpers import leftover
 
 pytestmark = pytest.mark.distributed
 
@@ -75,8 +76,10 @@ def test_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
         everything = _descendants(proc.pid)
         target = _rank_pid(proc.pid, 1)
         assert target is not None, "rank 1 not found"
+        sent = time.monotonic()
         os.kill(target, signal.SIGUSR1)
         rc = proc.wait(timeout=120)
+        print(f"detection: SIGUSR1 to rank 1 only, to job end {time.monotonic() - sent:.1f} s")
     finally:
         for pid in [*everything, proc.pid]:
             try:
@@ -96,3 +99,124 @@ def test_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
     assert steps == [stop["measured_steps_done"]] * 2 and steps[0] < 1000000
     assert rec["totals"]["num_steps"] == steps[0]
     assert "hvdbench: stopping on SIGUSR1" in text
+
+
+def test_sigterm_to_every_rank_saves_a_checkpoint_that_a_rerun_resumes(tmp_path: Path) -> None:
+    """SIGTERM to every rank, as Slurm sends it: exit 143, the record incomplete with the
+    steps done, and (no checkpoint.dir given) a checkpoint beside the record that a rerun
+    given it as checkpoint.dir resumes from, at the stopped run's global step."""
+    out = tmp_path / "out.txt"
+    first = tmp_path / "first"
+    cmd = [sys.executable, "-m", "hvdbench", "run", "--np", "2", "--launch.launcher=mpirun",
+           "--model.name=trivial", "--train.per_device_batch_size=4",
+           "--train.num_steps=1000000", "--train.display_every=1000000",
+           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={first}"]  # fmt: skip
+    with open(out, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=base_env(),
+                                start_new_session=True)  # fmt: skip
+    everything: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while "Done warm up" not in out.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out.read_text()
+            time.sleep(0.5)
+        assert "Done warm up" in out.read_text(), out.read_text()
+        everything = _descendants(proc.pid)
+        ranks = [_rank_pid(proc.pid, r) for r in (0, 1)]
+        assert None not in ranks, "ranks not found"
+        sent = time.monotonic()
+        for pid in ranks:
+            os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
+        rc = proc.wait(timeout=120)
+        print(f"detection: SIGTERM to every rank, to job end {time.monotonic() - sent:.1f} s")
+    finally:
+        for pid in [*everything, proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    text = out.read_text()
+    assert rc == 128 + signal.SIGTERM, text
+    (path,) = first.glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "incomplete"
+    stop = rec["stop"]
+    assert stop["signal"] == "SIGTERM" and stop["signals_by_rank"] == ["SIGTERM", "SIGTERM"]
+    assert stop["steps_done"] % 3 == 0
+    done = stop["measured_steps_done"]
+    assert [len(r["step_times"]) for r in rec["per_rank"]] == [done, done] and done >= 1
+    ckpt = stop["checkpoint"]
+    global_step = stop["steps_done"]  # warm-up and measured steps, from step 0
+    assert ckpt["global_step"] == rec["global_step"] == global_step
+    assert ckpt["dir"] == str(path.with_suffix(".ckpt"))
+    assert ckpt["path"] == os.path.join(ckpt["dir"], f"ckpt-{global_step}")
+    assert Path(ckpt["path"] + ".index").is_file()
+    assert f"checkpoint at global step {global_step} written to {ckpt['path']}" in text
+
+    second = tmp_path / "second"
+    r = hvdbench("run", "--model.name=trivial", "--train.per_device_batch_size=4",
+                 "--train.num_steps=2", "--train.num_warmup_steps=1",
+                 f"--checkpoint.dir={ckpt['dir']}", f"--output.dir={second}", timeout=180)  # fmt: skip
+    assert not r.timed_out and r.returncode == 0, r.output[-3000:]
+    assert f"resumed from {ckpt['path']} at step {global_step}" in r.stdout
+    (again,) = second.glob("*.json")
+    rec2 = json.loads(again.read_text())
+    assert rec2["status"] == "complete"
+    assert rec2["checkpoint"]["start_step"] == global_step
+    assert rec2["global_step"] == global_step + 3
+
+
+def test_parameter_server_stops_on_one_workers_signal(tmp_path: Path) -> None:
+    """Sync parameter_server, spawned locally (1 ps, 2 workers): SIGUSR1 to worker 1 only.
+    The workers do not step in lockstep, so they share the stop through a flag on ps 0:
+    the chief stops too, writes the incomplete record, the ps task is told to leave, and
+    the job ends with 138 and no process left."""
+    out = tmp_path / "out.txt"
+    cmd = [sys.executable, "-m", "hvdbench", "run", "--mode.name=parameter_server", "--np", "2",
+           "--model.name=trivial", "--train.per_device_batch_size=4",
+           "--train.num_steps=1000000", "--train.display_every=1000000",
+           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={tmp_path}"]  # fmt: skip
+    with open(out, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=base_env(),
+                                start_new_session=True)  # fmt: skip
+    everything: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while "Done warm up" not in out.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, out.read_text()
+            time.sleep(0.5)
+        assert "Done warm up" in out.read_text(), out.read_text()
+        everything = _descendants(proc.pid)
+        worker1 = [
+            p
+            for p in everything
+            if b"--cluster.job_name=worker\0--cluster.task_index=1"
+            in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        assert len(worker1) == 1, everything
+        sent = time.monotonic()
+        os.kill(worker1[0], signal.SIGUSR1)
+        rc = proc.wait(timeout=120)
+        print(f"detection: parameter_server SIGUSR1 to worker 1 only, to job end "
+              f"{time.monotonic() - sent:.1f} s")  # fmt: skip
+    finally:
+        for pid in [*everything, proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    text = out.read_text()
+    assert rc == 128 + signal.SIGUSR1, text
+    assert "Traceback" not in text and "stopping the other tasks" not in text, text
+    assert leftover(str(tmp_path)) == []
+    (path,) = tmp_path.glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "incomplete"
+    stop = rec["stop"]
+    assert stop["signal"] == "SIGUSR1" and stop["signals_by_rank"] == [None, "SIGUSR1"]
+    assert stop["steps_done"] % 3 == 0 and stop["measured_steps_done"] >= 1
+    assert len(rec["per_rank"][0]["step_times"]) == stop["measured_steps_done"]
+    assert all(len(r["step_times"]) >= 1 for r in rec["per_rank"])
+    assert stop["checkpoint"] is not None  # saved, or why not (graph modes, for now)

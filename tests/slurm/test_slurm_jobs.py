@@ -8,16 +8,17 @@ takes about as long as its slowest job; each test then waits, bounded, for its o
 from __future__ import annotations
 
 import json
-import os
 import re
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hvdbench import modes
 from hvdbench.study import records
 from tests.conftest import hvdbench, run
+from tests.distributed.cluster_helpers import leftover
 from tests.slurm.cluster import LocalSlurm
 from tests.slurm.conftest import slurm_env, wait_for_job, wait_for_text
 
@@ -54,11 +55,6 @@ open("probe-batch.json", "w").write(json.dumps({"how": "batch",
 HOW=srun-pmix srun --mpi=pmix -n 2 "$P" -c "$SNIP"
 HOW=mpirun mpirun -np 2 "$P" -c "$SNIP"
 """
-
-# The parameter-server job through slurm/ps_srun.sbatch: opt-in until it runs to completion.
-PS_UNDER_SRUN = (
-    os.environ.get("HVDBENCH_SLURM_PS") == "1" and "parameter_server" in modes.registered()
-)
 
 
 def _submit_line(out: str) -> str:
@@ -116,11 +112,13 @@ def jobs(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) ->
     j = Jobs(slurm_cluster, tmp_path_factory.mktemp("jobs"))
     j.sbatch("probe", PROBE, "--ntasks=2")
     j.submit("srun", "--nodes", "1", "--ntasks-per-node", "2", "--time", "5")
-    # A real --signal: Slurm sends SIGUSR1 up to 60 s earlier than 60 s before the 2-minute
-    # limit, i.e. well after start-up; the run would otherwise go on for a million steps.
+    # A real --signal, SIGTERM as at a time limit or a preemption: Slurm's controller checks
+    # every 30 s and may signal up to 60 s early, so TERM@60 before a 2-minute limit comes
+    # 30-60 s after the start, well after start-up, and well before the limit; the run
+    # would otherwise go on for a million steps. (SIGUSR1 is covered by mpirun_scancel.)
     j.submit(
         "real_signal", "--nodes", "1", "--ntasks-per-node", "2", "--time", "2",
-        "--signal", "USR1@60", "--train.num_steps=1000000", "--stop.check_every=2",
+        "--signal", "TERM@60", "--train.num_steps=1000000", "--stop.check_every=2",
         "--train.display_every=100000",
     )  # fmt: skip
     j.submit(
@@ -136,10 +134,19 @@ def jobs(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) ->
     )  # fmt: skip
     assert r.returncode == 0, r.output
     j.ids["sweep"] = _submit_line(r.stdout)
-    if PS_UNDER_SRUN:
-        j.submit("ps", "--nodes", "1", "--ntasks-per-node", "3", "--time", "5",
-                 "--mode.name=parameter_server", "--launch.np=2")  # fmt: skip
+    # 1 ps + 2 workers, roles from SLURM_PROCID, addresses exchanged through PMIx.
+    j.submit("ps", "--nodes", "1", "--ntasks-per-node", "3", "--time", "5",
+             "--mode.name=parameter_server", "--launch.np=2")  # fmt: skip
     return j
+
+
+def _settled_leftover(marker: str, grace: float = 15) -> list[str]:
+    """Processes still mentioning ``marker``, after a short grace for the step daemons
+    to reap what they started (the job's state can change a moment before)."""
+    deadline = time.monotonic() + grace
+    while (left := leftover(marker)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
 
 
 def _check_complete_record(rec: dict[str, Any], job: str, world: int) -> None:
@@ -187,21 +194,35 @@ def test_horovod_srun_script_via_submit(jobs: Jobs) -> None:
 
 
 def test_real_slurm_signal_stops_all_ranks_together(jobs: Jobs) -> None:
+    """sbatch --signal=TERM@60: every task gets SIGTERM before the time limit; the ranks
+    stop after the same step, the chief writes the record (incomplete, with the steps
+    done) and a checkpoint, and the job ends with 128 + SIGTERM, not by the time limit."""
     fields = jobs.wait("real_signal")
     log = jobs.log("real_signal")
     assert fields["JobState"] == "FAILED", (fields, log)  # non-zero exit, not TIMEOUT
-    assert fields["ExitCode"] == "138:0", (fields, log)  # 128 + SIGUSR1
+    assert fields["ExitCode"] == "143:0", (fields, log)  # 128 + SIGTERM
     recs = jobs.records("real_signal")
     assert len(recs) == 1, log
     rec = recs[0]
     assert rec["status"] == "incomplete"
     stop = rec["stop"]
-    assert stop["signal"] == "SIGUSR1" and stop["stopped_early"]
+    assert stop["signal"] == "SIGTERM" and stop["stopped_early"]
+    assert stop["signals_by_rank"] == ["SIGTERM", "SIGTERM"]  # Slurm signals every task
     assert stop["steps_done"] % 2 == 0  # agreed at a check step (every 2)
     assert stop["measured_steps_done"] < 1000000
     done = stop["measured_steps_done"]
     assert [len(r["step_times"]) for r in rec["per_rank"]] == [done, done]
-    assert "stopping on SIGUSR1" in log
+    assert "stopping on SIGTERM" in log
+    ckpt = stop["checkpoint"]
+    assert ckpt["global_step"] == stop["steps_done"] == rec["global_step"]
+    assert ckpt["dir"] == str(Path(rec["_path"]).with_suffix(".ckpt"))
+    assert Path(ckpt["path"] + ".index").is_file(), (ckpt, log)
+    assert f"checkpoint at global step {ckpt['global_step']} written to" in log
+    signalled = re.search(r"STEP \S+ ON \S+ CANCELLED AT (\S+) \*\*\*", log)
+    if signalled:  # slurmstepd's note of the SIGTERM it delivered, for the report
+        sent = datetime.fromisoformat(signalled.group(1))
+        ended = datetime.fromisoformat(fields["EndTime"])
+        print(f"detection: sbatch --signal=TERM@60: SIGTERM to job end {ended - sent}")
 
 
 def test_mpirun_script_forwards_scancel_signal(jobs: Jobs) -> None:
@@ -244,20 +265,21 @@ def test_packed_sweep_runs_points_as_srun_steps(jobs: Jobs) -> None:
     assert "| horovod | 2 | 16 | 1 |" in rep.stdout
 
 
-@pytest.mark.skipif(
-    not PS_UNDER_SRUN,
-    reason="known open problem (issue 4): parameter_server under `srun --mpi=pmix` on the local "
-    "Slurm does not finish (with --mpi=none mpi4py cannot initialise); set HVDBENCH_SLURM_PS=1",
-)
 def test_parameter_server_script(jobs: Jobs) -> None:
+    """slurm/ps_srun.sbatch under srun --mpi=pmix: the ps task and both workers leave by
+    themselves, so the job completes with exit 0 and nothing of it is left running."""
     fields = jobs.wait("ps")
     assert fields["JobState"] == "COMPLETED", jobs.log("ps")
+    assert fields["ExitCode"] == "0:0", (fields, jobs.log("ps"))
+    assert _settled_leftover(str(jobs.dirs["ps"])) == []
     recs = jobs.records("ps")
     assert len(recs) == 1, jobs.log("ps")
     assert recs[0]["status"] == "complete"
     assert recs[0]["mode"] == "parameter_server"
     assert recs[0]["totals"]["num_ranks"] == 2
+    assert recs[0]["totals"]["num_steps"] == 20  # past a stop check (every 10 steps)
     assert recs[0]["slurm"]["job_id"] == jobs.ids["ps"]
+    assert recs[0]["mode_details"]["roles_from"] == "mpi ranks"
 
 
 def test_local_cluster_declares_more_cpus_than_the_machine(slurm_cluster: LocalSlurm) -> None:
