@@ -12,7 +12,9 @@ from hvdbench.hooks import RunHooks
 
 
 class _Mode:
-    """The few Mode members RunHooks uses."""
+    """The few Mode members RunHooks uses (an eager mode's defaults)."""
+
+    checkpoint_on_every_worker = False
 
     def __init__(self, objects: dict[str, Any] | None, chief: bool = True) -> None:
         self.objects = objects
@@ -23,6 +25,9 @@ class _Mode:
         if self.objects is None:
             raise AttributeError("no model")
         return self.objects
+
+    def before_checkpoint(self) -> int | None:
+        return None
 
 
 def _hooks(tmp_path: Path, mode: _Mode, *overrides: str) -> RunHooks:
