@@ -272,7 +272,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 PlugStackConfig={root}/plugstack.conf
 SlurmctldTimeout=30
-SlurmdTimeout=30
+SlurmdTimeout=20
+JobRequeue=0
 InactiveLimit=0
 MinJobAge=300
 KillWait=5
@@ -539,7 +540,14 @@ class NetCluster:
         return exec_command(self.slurmd_pid(node), argv)
 
     def set_link(self, node: str, up: bool) -> None:
-        _run(link_state_command(self.spec, self.spec.index_of(node), up))
+        """Cut or restore a node's link. After a restore, a node that slurmctld set DOWN
+        while it was cut is resumed, as an administrator would."""
+        k = self.spec.index_of(node)
+        _run(link_state_command(self.spec, k, up))
+        if up and self.spec.conf.exists():
+            state = self.node_states().get(self.spec.node(k), "")
+            if state.startswith("DOWN"):
+                self.scontrol("update", f"nodename={self.spec.node(k)}", "state=resume")
 
     # -- teardown ------------------------------------------------------------------------
     def _namespace_inodes(self) -> set[int]:
