@@ -625,7 +625,9 @@ class NetCluster:
         """What of this cluster still exists (empty after a clean ``down``)."""
         spec = self.spec
         out = [f"process {p}" for p in self.our_processes()]
-        out += [f"netns {spec.node(k)}" for k in range(1, MAX_NODES + 1) if _netns_exists(spec.node(k))]
+        out += [
+            f"netns {spec.node(k)}" for k in range(1, MAX_NODES + 1) if _netns_exists(spec.node(k))
+        ]
         out += [f"link {n}" for n in [spec.bridge] + [spec.host_veth(k) for k in range(1, MAX_NODES + 1)] if _link_exists(n)]  # fmt: skip
         if HOSTS_FILE.exists() and hosts_tag(spec.name) in HOSTS_FILE.read_text():
             out.append(f"{HOSTS_FILE} lines")
@@ -717,7 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "exec":
             cmd = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not cmd:
-                raise NetClusterError("exec: give a command after the node, e.g. exec hvdnet1 -- ip addr")
+                raise NetClusterError(
+                    "exec: give a command after the node, e.g. exec hvdnet1 -- ip addr"
+                )
             return subprocess.call(c.exec_argv(args.node, cmd), env=c.env())
         elif args.command in ("cut", "restore"):
             c.set_link(args.node, up=args.command == "restore")

@@ -55,7 +55,9 @@ def test_cut_link_ends_the_job_naming_the_node(net_cluster: NetCluster, tmp_path
     victim = spec.node(2)
     try:
         if wait_for_text(out, "Done warm up", 240) is None:
-            pytest.fail(f"the job never got past warm-up: {out.read_text() if out.exists() else ''}")
+            pytest.fail(
+                f"the job never got past warm-up: {out.read_text() if out.exists() else ''}"
+            )
         time.sleep(2)  # measured steps are running
         net_cluster.set_link(victim, up=False)
         cut_at = time.monotonic()
