@@ -5,7 +5,7 @@ checked against it (docs/multinode.md). A measurement, not a test: nothing here 
 
 In one Slurm job on a 2-node netcluster (links limited to --rate with tc tbf), as srun steps:
 
-* the sweep: Horovod at each N of --ranks (N = 2 one rank per node, N = 4 two per node);
+* the sweep: Horovod (--controller, Gloo by default) at each N of --ranks (N = 2 one rank per node, N = 4 two per node);
 * the compute baseline: at each N, N one-rank runs started together in the same places,
   with no communication (``--mpi=none`` and no step id, so each run is alone), because the
   "nodes" share this machine's cores and compute per rank slows down as N grows;
@@ -65,16 +65,21 @@ def job_script(args: argparse.Namespace, study: Path, cfg: Path, nodes: int) -> 
         for n in ranks:
             nn = min(n, nodes)
             lines.append(f"echo '== repeat {rep} N={n}: horovod'")
-            lines.append(shlex.join(srun_command(n, [*hvd, "run", str(cfg)], nodes=nn)))
+            run = [*hvd, "run", str(cfg), f"--launch.srun_controller={args.controller}"]
+            lines.append(shlex.join(srun_command(n, run, nodes=nn)))
             lines.append(f"echo '== repeat {rep} N={n}: {n} one-rank runs started together'")
+            # 3x the steps: the runs start a few seconds apart (TensorFlow's import), and
+            # the median step must fall where all N of them compute at once.
             solo = ["env", "-u", "SLURM_STEP_ID", *hvd, "run", str(cfg),
+                    f"--train.num_steps={3 * args.steps}",
                     f"--output.dir={study / 'compute' / f'n{n}'}"]  # fmt: skip
             lines.append(shlex.join(srun_command(n, solo, nodes=nn, mpi="none")))
     for n in ranks:
         if n > 1:
             lines.append(f"echo '== all-reduce N={n}'")
             ar = [*hvd, "allreduce", f"--sizes={args.sizes}", "--factor=2", "--iters=10",
-                  "--impl=horovod", f"--output={study / 'allreduce'}"]  # fmt: skip
+                  "--impl=horovod", f"--srun-controller={args.controller}",
+                  f"--output={study / 'allreduce'}"]  # fmt: skip
             lines.append(shlex.join(srun_command(n, ar, nodes=min(n, nodes))))
     return "\n".join(lines) + "\n"
 
@@ -89,6 +94,13 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument(
+        "--controller",
+        choices=("mpi", "gloo"),
+        default="gloo",
+        help="Horovod's controller under srun, for the sweep and the all-reduce alike (Gloo "
+        "does not busy-poll the cores that the ranks share here)",
+    )
     p.add_argument("--sizes", default="512KiB..16MiB", help="hvdbench allreduce --sizes")
     p.add_argument("--name", default="hvdnet", help="netcluster name")
     p.add_argument("--subnet", default="10.213.0")

@@ -16,6 +16,7 @@ times of ``hvdbench allreduce`` records, which follow T_ar exactly.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,27 +146,30 @@ def predict(
 ) -> list[Prediction]:
     """Predicted efficiency at ``ranks`` and at every measured point.
 
-    ``measured`` maps n to (median step time in s, measured efficiency); the smallest n is
-    the reference for efficiency. Compute time comes from the smallest run, or, with
-    ``compute`` (n -> seconds, from n communication-free one-rank runs started together),
-    from the run at each n: ranks that share nodes' cores compute more slowly as n grows,
-    which is not communication. Beyond the largest n in ``compute``, its value is kept.
+    ``measured`` maps n to (median step time in s, measured efficiency); the smallest n0 is
+    the reference for efficiency and for compute time. With ``compute`` (n -> seconds, from
+    n communication-free one-rank runs started together), compute at n is the smallest
+    run's scaled by ``compute[n] / compute[n0]``: ranks that share nodes' cores compute more
+    slowly as n grows, which is not communication, while what the baseline runs lack (the
+    framework's own per-step work) cancels out. Beyond the largest n in ``compute``, its
+    slowdown is kept.
     """
     if not measured:
         raise UsageError(f"predict: no complete run of mode {mode} in the study")
     n0 = min(measured)
     step0 = measured[n0][0]
     comm0 = comm_time(mode, n0, size_bytes, fit, num_ps)
+    t_c = compute_time(step0, comm0)
     if compute:
         known = sorted(compute)
 
-        def t_c_at(n: int) -> float:
+        def baseline(n: int) -> float:
             below = [k for k in known if k <= n]
             return compute[below[-1] if below else known[0]]
 
-        t_c = t_c_at(n0)
+        def t_c_at(n: int) -> float:
+            return t_c * baseline(n) / baseline(n0)
     else:
-        t_c = compute_time(step0, comm0)
 
         def t_c_at(n: int) -> float:
             return t_c
@@ -243,8 +247,8 @@ def gradient_bytes(cfg: Mapping[str, Any]) -> int:
 
 
 def compute_times(recs_by_n: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[int, float]:
-    """Compute time per step at each n from n one-rank runs started together: the slowest
-    run's median step time (a synchronous step waits for the slowest rank)."""
+    """Compute time per step at each n from n one-rank runs started together (and repeats
+    of them): the median of the runs' median step times, robust to one disturbed run."""
     out: dict[int, float] = {}
     for n, recs in recs_by_n.items():
         medians = [
@@ -253,5 +257,5 @@ def compute_times(recs_by_n: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[
             if r.get("status") == "complete" and r.get("totals")
         ]
         if medians:
-            out[n] = max(medians)
+            out[n] = statistics.median(medians)
     return out
