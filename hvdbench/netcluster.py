@@ -413,7 +413,7 @@ class NetCluster:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
-        return str(self.spec.root).encode() in cmdline
+        return (str(self.spec.root) + "/").encode() in cmdline
 
     def _spawn(self, name: str, cmd: list[str]) -> int:
         log = open(self.spec.root / f"{name}.out", "ab")  # noqa: SIM115 - owned by the daemon
@@ -565,7 +565,7 @@ class NetCluster:
         srun, steps), or one of our daemons; never this process."""
         inodes = self._namespace_inodes()
         marker = f"SLURM_CONF={self.spec.conf}".encode()
-        root = str(self.spec.root).encode()
+        root = (str(self.spec.root) + "/").encode()
         pids = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
