@@ -248,11 +248,13 @@ def gradient_bytes(cfg: Mapping[str, Any]) -> int:
 
 def compute_times(recs_by_n: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[int, float]:
     """Compute time per step at each n from n one-rank runs started together (and repeats
-    of them): the median of the runs' median step times, robust to one disturbed run."""
+    of them): the median over the runs of their mean step time. The mean, because ranks
+    sharing cores see a long tail of slow steps, and a synchronous step pays for the tail;
+    the median over runs, to be robust to one disturbed run."""
     out: dict[int, float] = {}
     for n, recs in recs_by_n.items():
         medians = [
-            float(r["totals"]["step_time_median"])
+            float(r["totals"]["step_time_mean"])
             for r in recs
             if r.get("status") == "complete" and r.get("totals")
         ]

@@ -28,9 +28,9 @@ def test_compute_at_each_n_enters_the_prediction() -> None:
     assert plain[4].step_no_overlap_s == pytest.approx(0.25 + 0.15)
 
 
-def test_compute_times_take_the_median_of_complete_runs() -> None:
+def test_compute_times_take_the_median_run_of_complete_runs() -> None:
     def rec(median: float, status: str = "complete") -> dict[str, object]:
-        return {"status": status, "totals": {"step_time_median": median}}
+        return {"status": status, "totals": {"step_time_mean": median}}
 
     got = model.compute_times(
         {1: [rec(0.1)], 2: [rec(0.1), rec(0.12), rec(0.5), rec(9.0, "failed")], 4: []}
