@@ -51,13 +51,14 @@ STAMP_HVD := $(VENV)/.stamp-horovod-$(FLAVOR)
 STAMP_PKG := $(VENV)/.stamp-hvdbench
 STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)
 
-.PHONY: help install install-slurm bench perf test test-unit test-distributed test-slurm lint clean
+.PHONY: help install install-slurm bench perf test test-unit test-distributed test-slurm test-multinode lint clean
 
 help:
 	@echo "make install      venv with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
 	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
 	@echo "make test         install (Slurm too), then all test tiers (each tier's time is printed)"
 	@echo "make test-slurm   the Slurm tier alone: a real local Slurm runs the slurm/ scripts"
+	@echo "make test-multinode  the multi-node tier alone: Slurm across network namespaces"
 	@echo "make perf         the performance suite: ratios against the hardware limit (slow)"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 
@@ -112,7 +113,7 @@ define tier
 	exit $$rc
 endef
 
-TEST_TIERS := test-unit test-distributed test-slurm
+TEST_TIERS := test-unit test-distributed test-slurm test-multinode
 
 test: install install-slurm
 	@start=$$(date +%s); \
@@ -128,6 +129,10 @@ test-distributed:
 # A real one-node Slurm (munged, slurmctld, slurmd started by tests/slurm/conftest.py).
 test-slurm: install-slurm
 	$(call tier,slurm,tests/slurm)
+
+# Slurm across network namespaces on a bridge (hvdbench/netcluster.py; docs/multinode.md).
+test-multinode: install-slurm
+	$(call tier,multinode,tests/multinode)
 
 lint:
 	$(VENV)/bin/ruff check hvdbench tests bench

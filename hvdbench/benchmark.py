@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import metrics, modes, record, runtime, slurm, stopping, watchdog
+from hvdbench import metrics, modes, netinfo, record, runtime, slurm, stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.hooks import RunHooks
@@ -106,6 +106,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
 
     mode = modes.get(cfg.mode.name)(cfg, topo)
     mode.setup()
+    rank_info["network"] = netinfo.describe(os.environ, topo)  # after setup: Gloo's iface
     dog: watchdog.Watchdog | None = None
     try:
         mode.build()

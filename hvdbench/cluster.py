@@ -254,4 +254,19 @@ def exchange_addresses(my_address: str) -> list[str]:
 
 
 def describe(spec: ClusterSpec, role: Role) -> dict[str, Any]:
-    return {"cluster": spec.as_dict(), "job": role.job, "task_index": role.index}
+    """The cluster for the record, with the address each advertised host resolves to (a
+    host resolving to loopback cannot be reached from another node)."""
+    hosts = {a.rpartition(":")[0] for a in (*spec.ps, *spec.worker)}
+    return {
+        "cluster": spec.as_dict(),
+        "job": role.job,
+        "task_index": role.index,
+        "resolved": {h: _resolve(h) for h in sorted(hosts)},
+    }
+
+
+def _resolve(host: str) -> str | None:
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return None

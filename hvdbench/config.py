@@ -329,6 +329,18 @@ class LaunchConfig:
     network_interface: str = fld(
         "Network interface for Horovod and MPI traffic, e.g. eth0. Empty: let them choose."
     )
+    srun_controller: str = fld(
+        "Horovod controller for ranks started by srun: mpi (the cluster's PMI wires them up) "
+        "or gloo (hvdbench runs Horovod's Gloo rendezvous itself: rank 0 serves it, and "
+        "each rank takes HOROVOD_GLOO_IFACE from its route to rank 0's node).",
+        choices=("mpi", "gloo"),
+    )
+    rendezvous_port: int = fld(
+        "Port of the Gloo rendezvous server under srun (on rank 0's node). 0: derived from "
+        "the job and step ids, so that every rank knows it without asking.",
+        min=0,
+        max=65535,
+    )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from hvdbench import cluster
+from hvdbench import cluster, netinfo
 from hvdbench.cluster import ClusterError, ClusterSpec, Role
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
@@ -74,7 +74,7 @@ def resolve(cfg: Config, topo: Topology, num_ps: int) -> Membership:
     role = cluster.role_from_rank(topo.rank, topo.size, num_ps)
     base = cfg.cluster.base_port
     port = cluster.free_ports(1, base + topo.rank if base else 0)[0]
-    host = cfg.cluster.advertise_address or topo.hostname
+    host = cfg.cluster.advertise_address or netinfo.advertise_host(os.environ, topo)
     addresses = cluster.exchange_addresses(f"{host}:{port}")
     if len(addresses) != topo.size:
         raise ClusterError(

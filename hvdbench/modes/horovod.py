@@ -56,8 +56,10 @@ def knob_env(
 def required_controller(source: str, env: dict[str, str] | os._Environ[str]) -> str | None:
     """The controller this launch needs: Gloo under horovodrun --gloo (or hvdbench's own
     rendezvous), MPI under mpirun/srun, none for a single process."""
+    if env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR"):
+        return "gloo"
     if source == "horovod":
-        return "gloo" if env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR") else "mpi"
+        return "mpi"
     if source in ("openmpi", "pmix", "slurm"):
         return "mpi"
     return None
@@ -85,6 +87,15 @@ class HorovodMode(Mode):
             raise UsageError(
                 f"mode.name: horovod needs Horovod with TensorFlow support ({e}); run `make install`"
             ) from None
+        self.rendezvous = None
+        if self.cfg.launch.srun_controller == "gloo" and self.topo.source in ("pmix", "slurm"):
+            # No horovodrun under srun: serve (rank 0) or find Horovod's Gloo rendezvous.
+            from hvdbench import netinfo
+
+            self.rendezvous, gloo = netinfo.start_gloo_rendezvous(
+                os.environ, self.cfg.launch.rendezvous_port, self.cfg.fault.heartbeat_timeout_s
+            )
+            os.environ.update(gloo)
         check_build(hvd, required_controller(self.topo.source, os.environ))
         env, self.knobs, warnings = knob_env(self.cfg.horovod, bool(hvd.nccl_built()))
         os.environ.update(env)  # read by hvd.init()
@@ -221,6 +232,7 @@ class HorovodMode(Mode):
             },
             "knobs": self.knobs,
             "horovod_version": _version(),
+            "gloo": self.rendezvous.describe() if self.rendezvous is not None else None,
         }
 
     def shutdown(self) -> None:

@@ -95,6 +95,12 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--np", type=int, default=0, help="ranks to launch (0: as launched)")
     a.add_argument("--launcher", choices=("mpirun", "horovodrun"), default="mpirun")
     a.add_argument("--controller", choices=("gloo", "mpi"), default="gloo", help="horovodrun's")
+    a.add_argument(
+        "--srun-controller",
+        choices=("mpi", "gloo"),
+        default="mpi",
+        help="under srun: Horovod over the cluster's PMI (mpi) or hvdbench's Gloo rendezvous",
+    )
     a.add_argument("--warmup", type=int, default=5)
     a.add_argument("--iters", type=int, default=20)
     a.add_argument("--max-bytes-per-size", default="1GiB", help="fewer iterations for big messages")
@@ -128,6 +134,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--gradient-bytes", type=int, default=0, help="S (default: from the model)")
     p.add_argument("--num-ps", type=int, default=0, help="ps tasks (default: from the config)")
     p.add_argument("--plot", default="", help="efficiency plot with the predictions")
+    p.add_argument(
+        "--compute",
+        default="",
+        help="folder with subfolders nN/ holding the records of N communication-free one-rank "
+        "runs started together: compute time at each N (default: the smallest run's)",
+    )
 
 
 def dispatch(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
@@ -352,6 +364,11 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     if args.model:
         sizes = allreduce.model_gradient_sizes(args.model)
+    if args.srun_controller == "gloo" and topo.source in ("pmix", "slurm"):
+        from hvdbench import netinfo
+
+        _rendezvous, gloo = netinfo.start_gloo_rendezvous(os.environ, 0, 60.0)
+        os.environ.update(gloo)
     results, facts, chief = allreduce.run_rank(sizes, impls, args.warmup, args.iters, budget)
     if chief:
         n = int(facts["world_size"])
@@ -431,6 +448,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "--output STUDY_DIR` or pass --allreduce RECORD"
         )
     fit = model.fit_ring(samples)
+    compute = _compute_times(args.compute) if args.compute else None
+    if compute is not None:
+        print(
+            "Compute per step from one-rank runs started together: "
+            + ", ".join(f"{n}: {t * 1e3:.2f} ms" for n, t in sorted(compute.items()))
+        )
     rows = report.summarize(recs)
     complete = [r for r in records.benchmarks(recs) if r.get("status") == "complete"]
     if not complete:
@@ -448,7 +471,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for r in rows
             if r.mode == mode and r.repeats and r.step_time_median_ms
         }
-        preds = model.predict(mode, measured, ranks, size, fit, num_ps)
+        preds = model.predict(mode, measured, ranks, size, fit, num_ps, compute)
         out += preds
         predicted[mode] = [(p.ranks, p.efficiency_no_overlap) for p in preds]
     print(model.markdown(out, fit, sizes))
@@ -459,3 +482,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              predicted=predicted)  # fmt: skip
         print(f"plot written to {args.plot}")
     return 0
+
+
+def _compute_times(folder: str) -> dict[int, float]:
+    """``--compute DIR``: DIR/nN/ holds the records of N one-rank runs started together."""
+    import re
+
+    from hvdbench.study import model, records
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"--compute: folder '{folder}' does not exist")
+    by_n = {}
+    for sub in root.iterdir():
+        m = re.fullmatch(r"n(\d+)", sub.name)
+        if m and sub.is_dir():
+            by_n[int(m.group(1))] = records.benchmarks(records.load(sub))
+    times = model.compute_times(by_n)
+    if not times:
+        raise UsageError(f"--compute: no complete record under '{folder}'/nN/")
+    return times

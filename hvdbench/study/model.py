@@ -16,6 +16,7 @@ times of ``hvdbench allreduce`` records, which follow T_ar exactly.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -141,11 +142,17 @@ def predict(
     size_bytes: float,
     fit: LinkFit,
     num_ps: int = 1,
+    compute: Mapping[int, float] | None = None,
 ) -> list[Prediction]:
     """Predicted efficiency at ``ranks`` and at every measured point.
 
-    ``measured`` maps n to (median step time in s, measured efficiency); the smallest n is
-    the reference for both compute time and efficiency.
+    ``measured`` maps n to (median step time in s, measured efficiency); the smallest n0 is
+    the reference for efficiency and for compute time. With ``compute`` (n -> seconds, from
+    n communication-free one-rank runs started together), compute at n is the smallest
+    run's scaled by ``compute[n] / compute[n0]``: ranks that share nodes' cores compute more
+    slowly as n grows, which is not communication, while what the baseline runs lack (the
+    framework's own per-step work) cancels out. Beyond the largest n in ``compute``, its
+    slowdown is kept.
     """
     if not measured:
         raise UsageError(f"predict: no complete run of mode {mode} in the study")
@@ -153,12 +160,26 @@ def predict(
     step0 = measured[n0][0]
     comm0 = comm_time(mode, n0, size_bytes, fit, num_ps)
     t_c = compute_time(step0, comm0)
+    if compute:
+        known = sorted(compute)
+
+        def baseline(n: int) -> float:
+            below = [k for k in known if k <= n]
+            return compute[below[-1] if below else known[0]]
+
+        def t_c_at(n: int) -> float:
+            return t_c * baseline(n) / baseline(n0)
+    else:
+
+        def t_c_at(n: int) -> float:
+            return t_c
+
     ref_no = t_c + comm0
     ref_ov = max(t_c, comm0)
     out = []
     for n in sorted(set(ranks) | set(measured)):
         comm = comm_time(mode, n, size_bytes, fit, num_ps)
-        no, ov = t_c + comm, max(t_c, comm)
+        no, ov = t_c_at(n) + comm, max(t_c_at(n), comm)
         m = measured.get(n)
         out.append(
             Prediction(
@@ -223,3 +244,20 @@ def gradient_bytes(cfg: Mapping[str, Any]) -> int:
     params = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
     per = 2 if (cfg.get("horovod") or {}).get("fp16_allreduce") else 4
     return params * per
+
+
+def compute_times(recs_by_n: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[int, float]:
+    """Compute time per step at each n from n one-rank runs started together (and repeats
+    of them): the median over the runs of their mean step time. The mean, because ranks
+    sharing cores see a long tail of slow steps, and a synchronous step pays for the tail;
+    the median over runs, to be robust to one disturbed run."""
+    out: dict[int, float] = {}
+    for n, recs in recs_by_n.items():
+        medians = [
+            float(r["totals"]["step_time_mean"])
+            for r in recs
+            if r.get("status") == "complete" and r.get("totals")
+        ]
+        if medians:
+            out[n] = statistics.median(medians)
+    return out
