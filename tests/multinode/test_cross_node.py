@@ -8,7 +8,6 @@ module takes about as long as its slowest job; each test then waits, bounded, fo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,6 @@ display_every = 10
 [output]
 dir = "{out}"
 """
-# parameter_server under `srun --mpi=pmix` does not finish yet (issue 4; being fixed on
-# branch `faults`): opt in with HVDBENCH_MULTINODE_PS=1.
-PS_ENABLED = os.environ.get("HVDBENCH_MULTINODE_PS") == "1"
 
 
 class Jobs:
@@ -82,10 +78,9 @@ def jobs(net_cluster: NetCluster, tmp_path_factory: pytest.TempPathFactory) -> J
     j.sbatch("gloo", "horovod_srun.sbatch", two_by_two, "--launch.srun_controller=gloo")
     j.sbatch("collective", "ps_srun.sbatch", ["--nodes=2", "--ntasks-per-node=1"],
              "--mode.name=collective_all_reduce")  # fmt: skip
-    if PS_ENABLED:
-        # block distribution: ps (rank 0) and worker 0 on the first node, worker 1 on the second
-        j.sbatch("ps", "ps_srun.sbatch", ["--nodes=2", "--ntasks=3"],
-                 "--mode.name=parameter_server")  # fmt: skip
+    # block distribution: ps (rank 0) and worker 0 on the first node, worker 1 on the second
+    j.sbatch("ps", "ps_srun.sbatch", ["--nodes=2", "--ntasks=3"],
+             "--mode.name=parameter_server")  # fmt: skip
     return j
 
 
@@ -155,11 +150,6 @@ def test_collective_all_reduce_across_nodes(jobs: Jobs, net_cluster: NetCluster)
     assert rec["totals"]["num_ranks"] == 2
 
 
-@pytest.mark.skipif(
-    not PS_ENABLED,
-    reason="known open problem (issue 4, being fixed on branch faults): parameter_server under "
-    "`srun --mpi=pmix` does not finish; set HVDBENCH_MULTINODE_PS=1",
-)
 def test_parameter_server_ps_on_one_node_workers_on_both(
     jobs: Jobs, net_cluster: NetCluster
 ) -> None:
