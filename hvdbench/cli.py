@@ -25,9 +25,9 @@ Configuration: hvdbench/configs/default.toml < CONFIG file < --section.key=value
 
 RUN_EPILOG = """\
 examples:
-  hvdbench run --np 2                                 2 ranks on this machine (horovodrun --gloo)
+  hvdbench run --np 2                                 2 ranks on this machine (mpirun: launch.launcher=auto)
   hvdbench run my.toml --train.num_steps=50           a config file plus an override
-  hvdbench run --np 2 --launch.launcher=mpirun        the same through mpirun
+  hvdbench run --np 2 --launch.launcher=horovodrun    the same through horovodrun --gloo
   mpirun -np 4 hvdbench run my.toml                   inside a launcher: ranks come from it
   hvdbench run --np 2 --dry-run                       print the launcher command only
   hvdbench run --mode.name=parameter_server --np 2    1 ps + 2 workers on loopback (gRPC)
@@ -183,7 +183,7 @@ def launch_command(cfg: config.Config, np: int, rank_cmd: list[str]) -> list[str
     """The launcher argv for ``np`` processes running ``rank_cmd``, per ``cfg.launch``."""
     from hvdbench import launcher
 
-    if cfg.launch.launcher == "mpirun":
+    if cfg.launch.launcher in ("auto", "mpirun"):
         return launcher.mpirun_command(
             np,
             rank_cmd,

@@ -320,7 +320,12 @@ class LaunchConfig:
         min=0,
     )
     launcher: str = fld(
-        "Launcher hvdbench uses to start ranks itself.", choices=("horovodrun", "mpirun")
+        "Launcher hvdbench uses to start ranks itself. auto: mpirun for Horovod mode "
+        "(Horovod's MPI controller, Open MPI yielding while idle: on CPU nodes it came within "
+        "a few percent of the communication-free limit, where horovodrun --gloo lost 25-45%; "
+        "docs/PERFORMANCE.md), and hvdbench's own supervising launcher for the gRPC modes "
+        "(which restarts a lost ps task). mpirun runs the gRPC modes with roles from ranks.",
+        choices=("auto", "horovodrun", "mpirun"),
     )
     controller: str = fld(
         "Horovod controller under horovodrun: gloo or mpi.", choices=("gloo", "mpi")

@@ -61,7 +61,12 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("config", nargs="?", help="TOML config file")
     w.add_argument("--ranks", required=True, help="compute ranks, e.g. 1,2,4,8")
     w.add_argument("--modes", default="", help="comma-separated modes (default: the config's)")
-    w.add_argument("--launcher", choices=("horovodrun", "mpirun", "slurm"), default="horovodrun")
+    w.add_argument(
+        "--launcher",
+        choices=("auto", "horovodrun", "mpirun", "slurm"),
+        default="auto",
+        help="auto: the config's launch.launcher (mpirun for Horovod unless set)",
+    )
     w.add_argument("--repeats", type=int, default=1)
     w.add_argument("--study", required=True, help="folder of the records")
     w.add_argument(

@@ -32,7 +32,7 @@ from hvdbench import config, record
 from hvdbench.errors import UsageError
 from hvdbench.study import records
 
-LAUNCHERS = ("horovodrun", "mpirun", "slurm")
+LAUNCHERS = ("auto", "horovodrun", "mpirun", "slurm")
 TERM_GRACE_SECONDS = 10.0
 SLURM_JOBS = ("packed", "per-point")
 

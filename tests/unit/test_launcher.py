@@ -129,7 +129,11 @@ def test_launch_command_follows_config():
     cfg = config.load(None, ["--launch.launcher=mpirun", "--launch.np=2"])
     cmd = launch_command(cfg, 2, RANK)
     assert cmd[0].endswith("mpirun") and cmd[1:3] == ["-np", "2"] and cmd[-len(RANK) :] == RANK
-    cfg = config.load(None, ["--launch.np=2", "--launch.controller=mpi"])
+    cfg = config.load(None, ["--launch.np=2"])  # auto: mpirun for Horovod mode
+    assert launch_command(cfg, 2, RANK)[0].endswith("mpirun")
+    cfg = config.load(
+        None, ["--launch.np=2", "--launch.launcher=horovodrun", "--launch.controller=mpi"]
+    )
     cmd = launch_command(cfg, 2, RANK)
     assert cmd[0].endswith("horovodrun") and "--mpi" in cmd
 
@@ -139,6 +143,10 @@ def test_run_dry_run_prints_launcher(capsys):
 
     assert main(["run", "--np", "2", "--dry-run", "--train.num_steps=5"]) == 0
     out = capsys.readouterr().out.split()
+    assert out[0].endswith("mpirun") and out[1:5] == ["-np", "2", "-H", "localhost:2"]
+    assert out[-6:] == ["-m", "hvdbench", "run", "--np", "2", "--train.num_steps=5"]
+    argv = ["run", "--np", "2", "--dry-run", "--launch.launcher=horovodrun"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.split()
     assert out[0].endswith("horovodrun")
     assert out[1:6] == ["-np", "2", "-H", "localhost:2", "--gloo"]
-    assert out[-6:] == ["-m", "hvdbench", "run", "--np", "2", "--train.num_steps=5"]
