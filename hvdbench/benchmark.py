@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import metrics, modes, record, runtime, slurm, stopping, watchdog
+from hvdbench import lost_workers, metrics, modes, record, runtime, slurm, stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.hooks import RunHooks
@@ -123,6 +123,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             step_deadline=cfg.fault.step_deadline_s,
             on_abort=run.abort,
             progress=progress,
+            on_lost=run.worker_lost if mode.tolerates_lost_workers() else None,
         )
         port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
         infos = mode.exchange({"rank": rank_info, "port": port})
@@ -208,6 +209,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 "stop": stop_info,
                 "global_step": hooks.global_step,  # also when no measured step ran
             }
+            if mode.tolerates_lost_workers():
+                extra |= run.lost_fields(gathered)
+                if run.lost:
+                    print(run.lost_line(gathered), flush=True)
             path = run.save_complete(gathered, totals, extra, stopped)
             print(f"hvdbench: record written to {path}", flush=True)
         # No rank leaves before the record is on disk: a launcher that ends the job at the
@@ -329,6 +334,7 @@ class Run:
         self.path: Path | None = None
         self.base: dict[str, Any] = {}
         self.peers: list[watchdog.Peer] = []
+        self.lost: list[dict[str, Any]] = []  # workers left out (backup workers)
         self.started = time.perf_counter()
 
     def start(self, rank_infos: list[dict[str, Any]]) -> None:
@@ -380,7 +386,55 @@ class Run:
         }
         if error:
             fields["error"] = error
+        if self.lost:
+            fields["lost_workers"] = list(self.lost)
         self._write(fields)
+
+    def worker_lost(self, peer: watchdog.Peer) -> str | None:
+        """The chief's watchdog saw worker ``peer`` exit (backup workers): leave it out and
+        say so, or return the message that ends the job when too few workers remain."""
+        mode = self.mode
+        n = mode.num_workers
+        needed = lost_workers.replicas(self.cfg, n)
+        self.lost.append(
+            {
+                "worker": peer.rank,
+                "host": peer.host,
+                "last_step_reported": peer.step,  # its measured step at its last heartbeat
+                "chief_step": len(self.times),  # the chief's measured steps by then
+                "seconds_into_run": round(time.perf_counter() - self.started, 3),
+            }
+        )
+        verdict = lost_workers.too_few([e["worker"] for e in self.lost], n, needed)
+        if verdict is not None:
+            return f"worker {peer.rank} on host {peer.host} exited at step {peer.step}; {verdict}"
+        mode.worker_lost(peer.rank)
+        print(
+            "hvdbench: warning: "
+            + lost_workers.continuing(peer.rank, n, [e["worker"] for e in self.lost], needed)
+            + f"; it exited on host {peer.host} at step {peer.step}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None  # the next rewrite of the record names it (not this thread's to write)
+
+    def lost_fields(self, gathered: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the record says of lost workers: who, and whose steps the totals cover."""
+        return {
+            "lost_workers": list(self.lost),
+            "workers_started": self.mode.num_workers,
+            "workers_finished": len(gathered),
+            "totals_cover_workers": [g["rank"] for g in gathered],
+        }
+
+    def lost_line(self, gathered: list[dict[str, Any]]) -> str:
+        lost = ", ".join(f"worker {e['worker']} (at step {e['last_step_reported']})" for e in self.lost)
+        return (
+            f"hvdbench: the job continued with {len(gathered)} of {self.mode.num_workers} "
+            f"workers after losing {lost}; the totals cover workers "
+            + ", ".join(str(g["rank"]) for g in gathered)
+            + " only"
+        )
 
     def abort(self, message: str) -> None:
         """Called by the watchdog thread before the process exits."""
