@@ -10,6 +10,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -335,6 +336,10 @@ class Run:
         self.base: dict[str, Any] = {}
         self.peers: list[watchdog.Peer] = []
         self.lost: list[dict[str, Any]] = []  # workers left out (backup workers)
+        # the watchdog thread rewrites the record too when it leaves a worker out: one
+        # writer at a time, and never an incomplete record over the complete one
+        self._writing = threading.Lock()
+        self._final = False
         self.started = time.perf_counter()
 
     def start(self, rank_infos: list[dict[str, Any]]) -> None:
@@ -368,9 +373,13 @@ class Run:
             seconds,
         ).to_dict()
 
-    def _write(self, fields: dict[str, Any]) -> Path:
+    def _write(self, fields: dict[str, Any], final: bool = False) -> Path:
         assert self.path is not None
-        return record.write_atomic(self.path, {**self.base, **fields})
+        with self._writing:
+            if not self._final:
+                record.write_atomic(self.path, {**self.base, **fields})
+            self._final = self._final or final
+        return self.path
 
     def save_partial(self, seconds: float, error: str | None = None) -> None:
         """Rewrite the record with the steps the chief has measured so far."""
@@ -416,7 +425,8 @@ class Run:
             file=sys.stderr,
             flush=True,
         )
-        return None  # the next rewrite of the record names it (not this thread's to write)
+        self.save_partial(time.perf_counter() - self.started)  # names it at once
+        return None
 
     def lost_fields(self, gathered: list[dict[str, Any]]) -> dict[str, Any]:
         """What the record says of lost workers: who, and whose steps the totals cover."""
@@ -458,7 +468,8 @@ class Run:
                 "per_rank": gathered,
                 "chief_losses": list(self.losses),
                 **extra,
-            }
+            },
+            final=True,
         )
 
 

@@ -101,7 +101,8 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
             start(role)
         tolerate = lost_workers.tolerates(cfg, workers)
         needed = lost_workers.replicas(cfg, workers) if tolerate else 0
-        return _supervise(procs, start, cfg.fault.ps_max_restarts, needed)
+        grace = 2 * cfg.fault.heartbeat_interval_s + 2
+        return _supervise(procs, start, cfg.fault.ps_max_restarts, needed, grace)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -120,10 +121,13 @@ def _supervise(
     start: Callable[[Role], subprocess.Popen[bytes]],
     max_restarts: int,
     backup_needed: int = 0,
+    chief_grace_s: float = 0.0,
 ) -> int:
     """Wait for the workers, restarting lost ps tasks; then for the ps tasks to leave.
     With ``backup_needed`` (the replicas_to_aggregate of a job that tolerates lost
-    workers), a failed non-chief worker is left out while that many workers remain."""
+    workers), a failed non-chief worker is left out while that many workers remain; when
+    fewer remain, the chief gets ``chief_grace_s`` to notice through its watchdog and write
+    its record (naming the lost workers) before the job is ended."""
     workers = [r for r in procs if not r.is_ps]
     lost: list[int] = []
     restarts = 0
@@ -151,7 +155,12 @@ def _supervise(
                     flush=True,
                 )
                 if verdict:
-                    return code if code > 0 else 1
+                    chief = procs[Role("worker", 0)]
+                    try:
+                        chief_code = chief.wait(timeout=chief_grace_s)
+                    except subprocess.TimeoutExpired:
+                        chief_code = None
+                    return chief_code if chief_code else (code if code > 0 else 1)
         workers_left = [r for r in workers if r.index not in lost]
         codes_left = {r: c for r, c in codes.items() if r.is_ps or r.index not in lost}
         lost_ps = [(r, c) for r, c in codes.items() if r.is_ps and c not in (None, 0)]

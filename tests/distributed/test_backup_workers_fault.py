@@ -5,9 +5,8 @@
 gradients per step. Worker 2 is killed with ``kill -9`` once the chief's record shows it
 stepping; the job must reach its step target, exit 0, name the lost worker in its record
 and leave no process behind. Losing a second worker leaves fewer than 2: the job must end,
-naming it, instead of hanging. The chief is slowed (``ps.debug_slow_seconds``) so that the
-job is still training when the worker is killed. Every wait is bounded by a short config
-key; the times are printed (``pytest -s``) for the report.
+naming it, instead of hanging. Every wait is bounded by a short config key; the times are
+printed (``pytest -s``) for the report.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ BACKUP = [
     "--train.per_device_batch_size=8",
     "--train.num_warmup_steps=2",
     "--train.display_every=5",
-    "--ps.debug_slow_worker=0",
-    "--ps.debug_slow_seconds=0.05",
     # detection timeouts, short: a ps that never hears from the chief again, a session
     # that never becomes ready, a step that never ends; heartbeats every 0.5 s
     "--ps.start_timeout_s=20",
@@ -43,6 +40,9 @@ BACKUP = [
     "--fault.heartbeat_timeout_s=15",
     "--fault.step_deadline_s=20",
 ]
+
+
+STEPS = 400
 
 
 def worker_pid(job: Job, index: int) -> int:
@@ -80,12 +80,13 @@ def wait_for_text(job: Job, text: str, timeout: float) -> float:
 
 
 def test_lost_backup_worker_training_continues(tmp_path, jobs):  # noqa: F811
-    job = Job(tmp_path, "run", *BACKUP, "--train.num_steps=150")
+    job = Job(tmp_path, "run", *BACKUP, f"--train.num_steps={STEPS}")
     jobs.append(job)
     wait_until_stepping(job, 2, 5, timeout=120)
     killed_at = time.monotonic()
     os.kill(worker_pid(job, 2), signal.SIGKILL)
-    detected = wait_for_text(job, "worker 2 was lost; the job continues with 2 of 3", 20)
+    # the chief's watchdog (not only the launcher) left it out
+    detected = wait_for_text(job, "warning: worker 2 was lost; the job continues with 2 of 3", 20)
     code = job.wait(timeout=120)
     ended = time.monotonic() - killed_at
     out, err = job.stdout, job.stderr
@@ -95,13 +96,13 @@ def test_lost_backup_worker_training_continues(tmp_path, jobs):  # noqa: F811
     assert rec["status"] == "complete"
     # the two workers left reached the step target; the lost one is not in the totals
     assert [p["rank"] for p in rec["per_rank"]] == [0, 1]
-    assert [len(p["step_times"]) for p in rec["per_rank"]] == [150, 150]
+    assert [len(p["step_times"]) for p in rec["per_rank"]] == [STEPS, STEPS]
     assert rec["totals"]["num_ranks"] == 2
     assert rec["totals"]["global_batch_size"] == 2 * 8
     assert rec["totals_cover_workers"] == [0, 1]
     assert rec["workers_started"] == 3 and rec["workers_finished"] == 2
     (lost,) = rec["lost_workers"]
-    assert lost["worker"] == 2 and lost["last_step_reported"] >= 5
+    assert lost["worker"] == 2 and 5 <= lost["last_step_reported"] < STEPS  # killed mid-run
     assert "the job continued with 2 of 3 workers after losing worker 2" in out
     assert leftover(str(job.out)) == []
     print(
@@ -116,7 +117,7 @@ def test_too_few_workers_left_ends_the_job_naming_them(tmp_path, jobs):  # noqa:
     wait_until_stepping(job, 2, 5, timeout=120)
     killed_at = time.monotonic()
     os.kill(worker_pid(job, 2), signal.SIGKILL)
-    wait_for_text(job, "worker 2 was lost; the job continues with 2 of 3", 20)
+    wait_for_text(job, "warning: worker 2 was lost; the job continues with 2 of 3", 20)
     os.kill(worker_pid(job, 1), signal.SIGKILL)
     code = job.wait(timeout=60)
     ended = time.monotonic() - killed_at
