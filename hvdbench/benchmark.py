@@ -438,7 +438,9 @@ class Run:
         }
 
     def lost_line(self, gathered: list[dict[str, Any]]) -> str:
-        lost = ", ".join(f"worker {e['worker']} (at step {e['last_step_reported']})" for e in self.lost)
+        lost = ", ".join(
+            f"worker {e['worker']} (at step {e['last_step_reported']})" for e in self.lost
+        )
         return (
             f"hvdbench: the job continued with {len(gathered)} of {self.mode.num_workers} "
             f"workers after losing {lost}; the totals cover workers "

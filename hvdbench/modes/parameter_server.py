@@ -102,9 +102,7 @@ class GrpcGraphMode(Mode):
         whole job when a rank dies): see :mod:`hvdbench.lost_workers`."""
         from hvdbench import lost_workers
 
-        return not self.membership.under_mpi and lost_workers.tolerates(
-            self.cfg, self.num_workers
-        )
+        return not self.membership.under_mpi and lost_workers.tolerates(self.cfg, self.num_workers)
 
     def worker_lost(self, index: int) -> None:
         self._lost.add(index)

@@ -124,8 +124,7 @@ def test_too_few_workers_left_ends_the_job_naming_them(tmp_path, jobs):  # noqa:
     err = job.stderr
     assert code != 0
     assert (
-        "lost worker 1, worker 2: 1 of 3 workers left, fewer than ps.replicas_to_aggregate=2"
-        in err
+        "lost worker 1, worker 2: 1 of 3 workers left, fewer than ps.replicas_to_aggregate=2" in err
     ), err[-3000:]
     rec = job.record()
     assert rec["status"] == "incomplete"
