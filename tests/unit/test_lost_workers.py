@@ -113,3 +113,44 @@ def test_too_few_left_ends_the_job_after_the_chief_grace(capsys):
     assert (
         "lost worker 1, worker 2: 1 of 3 workers left, fewer than ps.replicas_to_aggregate=2" in err
     )
+
+
+def test_the_chief_watchdog_leaves_out_a_rank_whose_process_exited():
+    """A peer's connection closes: the callback is asked, the peer is marked lost and the
+    watchdog keeps watching (it would have ended the process otherwise)."""
+    import socket
+    import time
+
+    from hvdbench import watchdog
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[int] = []
+
+    def on_lost(peer: watchdog.Peer) -> str | None:
+        seen.append(peer.rank)
+        return None
+
+    dog = watchdog.Watchdog(
+        0,
+        "here",
+        interval=0.1,
+        timeout=10,
+        step_deadline=0,
+        on_abort=lambda message: None,
+        progress=watchdog.Progress(),
+        on_lost=on_lost,
+    )
+    dog.start([{"rank": 2, "host": "there", "addr": "127.0.0.1", "port": port}])
+    try:
+        conn, _ = listener.accept()
+        conn.close()  # the peer's process exited
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [2]
+        assert dog.peers[0].lost and dog.peers[0].sock is None
+        assert dog.running
+    finally:
+        dog.stop()
+        listener.close()
