@@ -131,3 +131,16 @@ def test_too_few_workers_left_ends_the_job_naming_them(tmp_path, jobs):  # noqa:
     assert 2 in [e["worker"] for e in rec["lost_workers"]]
     assert leftover(str(job.out)) == []
     print(f"\ntwo of three workers killed: job ended {ended:.1f} s after the first kill")
+
+
+def test_without_backup_workers_a_lost_worker_still_ends_the_job(tmp_path, jobs):  # noqa: F811
+    job = Job(tmp_path, "run", *BACKUP, "--ps.replicas_to_aggregate=0", "--train.num_steps=2000")
+    jobs.append(job)
+    wait_until_stepping(job, 2, 5, timeout=120)
+    os.kill(worker_pid(job, 2), signal.SIGKILL)
+    code = job.wait(timeout=60)
+    assert code != 0
+    assert "worker task 2 exited with code -9; stopping the other tasks" in job.stderr
+    assert "the job continues" not in job.stderr
+    assert job.record()["status"] == "incomplete"
+    assert leftover(str(job.out)) == []
