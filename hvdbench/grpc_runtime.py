@@ -232,11 +232,16 @@ class ControlPlane:
             self._any_take_one = any_up.dequeue()
             self._any_n = v1.placeholder(tf.int32, [])
             self._any_reply_n = any_down.enqueue_many(tf.fill([self._any_n], self._flag))
-            lost_q = tf.queue.FIFOQueue(
-                CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_lost"
+            # backup workers: the workers that finished their steps or were lost, as a
+            # set (a worker may finish and then die), so that the drain counts each once
+            finished = tf.raw_ops.MutableHashTableV2(
+                key_dtype=tf.int32, value_dtype=tf.int32, shared_name="hvdbench_finished"
             )
-            self._lost_put = lost_q.enqueue(self._flag)
-            self._lost_count = lost_q.size()
+            self._worker = v1.placeholder(tf.int32, [])
+            self._finish = tf.raw_ops.LookupTableInsertV2(
+                table_handle=finished, keys=tf.reshape(self._worker, [1]), values=[1]
+            )
+            self._finished_count = tf.raw_ops.LookupTableSizeV2(table_handle=finished)
             done_q = tf.queue.FIFOQueue(
                 CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_done"
             )
@@ -356,12 +361,14 @@ class ControlPlane:
             self._run(self._any_reply_n, {self._flag: result, self._any_n: live() - 1}, 30)
         return bool(result)
 
-    # chief -> workers: a worker was lost and is left out (backup workers)
-    def publish_lost(self, index: int) -> None:
-        self._run(self._lost_put, {self._flag: index}, timeout_s=30)
+    # backup workers: a worker finished its steps, or the chief left it out as lost
+    def finished(self, index: int) -> int:
+        """Count worker ``index`` out of the drain; return how many are counted out."""
+        self._run(self._finish, {self._worker: index}, timeout_s=30)
+        return self.finished_count()
 
-    def lost_count(self) -> int:
-        return int(self._run(self._lost_count, timeout_s=60))
+    def finished_count(self) -> int:
+        return int(self._run(self._finished_count, timeout_s=60))
 
     def any_rank(self, flag: bool, is_chief: bool, timeout_s: float) -> bool:
         self._run(self._any_put, {self._flag: int(flag)}, timeout_s=timeout_s)

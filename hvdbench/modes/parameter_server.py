@@ -106,7 +106,7 @@ class GrpcGraphMode(Mode):
 
     def worker_lost(self, index: int) -> None:
         self._lost.add(index)
-        self.control.publish_lost(index)  # the others' drains stop waiting for it
+        self.control.finished(index)  # the others' drains stop waiting for it
 
     def _live_workers(self) -> int:
         return self.num_workers - len(self._lost)
@@ -230,14 +230,19 @@ class GrpcGraphMode(Mode):
 
     def _drain(self) -> None:
         """Keep a synchronous job moving until every worker has finished its steps."""
-        n = self.control.mark_done()
+        if self.tolerates_lost_workers():
+            # a worker the chief left out will never say it is done: count the finished
+            # and the lost workers together, each once
+            n = self.control.finished(self.worker_index)
+            count = self.control.finished_count
+        else:
+            n = self.control.mark_done()
+            count = self.control.done_count
         drained = 0
-        # with backup workers, a worker the chief left out will never say it is done
-        tolerant = self.tolerates_lost_workers()
-        while n + (self.control.lost_count() if tolerant else 0) < self.num_workers:
+        while n < self.num_workers:
             self.sess.run(self.train_op)
             drained += 1
-            n = self.control.done_count()
+            n = count()
         if drained == 0:  # the last to finish: free anyone still waiting for a token
             self.control._run(self.release_op, timeout_s=60)
         self.drained_steps = drained

@@ -144,3 +144,36 @@ def test_without_backup_workers_a_lost_worker_still_ends_the_job(tmp_path, jobs)
     assert "the job continues" not in job.stderr
     assert job.record()["status"] == "incomplete"
     assert leftover(str(job.out)) == []
+
+
+def test_a_worker_lost_after_its_steps_is_counted_once(tmp_path, jobs):  # noqa: F811
+    """Worker 2 finishes its steps (it then keeps the others' steps going, unmeasured) and
+    dies while worker 1, slowed, still measures: the chief must keep contributing gradients
+    until worker 1 is done, counting worker 2 once (done and lost), or worker 1 would wait
+    for ever for a second gradient."""
+    steps = 100
+    job = Job(
+        tmp_path,
+        "run",
+        *BACKUP,
+        f"--train.num_steps={steps}",
+        "--ps.debug_slow_worker=1",
+        "--ps.debug_slow_seconds=0.05",
+        "--train.display_every=1",
+    )
+    jobs.append(job)
+    # the chief and worker 2 step together (worker 1 is the slow backup): once the chief
+    # has measured its steps, worker 2 has too, give or take the steps of one heartbeat
+    wait_until_stepping(job, 0, steps, timeout=120)
+    time.sleep(1.0)
+    os.kill(worker_pid(job, 2), signal.SIGKILL)
+    code = job.wait(timeout=120)
+    out, err = job.stdout, job.stderr
+    assert code == 0, out[-3000:] + err[-3000:]
+    rec = job.record()
+    assert rec["status"] == "complete"
+    assert [len(p["step_times"]) for p in rec["per_rank"]] == [steps, steps]
+    (lost,) = rec["lost_workers"]
+    assert lost["worker"] == 2 and lost["last_step_reported"] == steps  # after its steps
+    assert rec["mode_details"]["workers"][0]["drained_steps"] > 0  # the chief kept going
+    assert leftover(str(job.out)) == []
