@@ -15,6 +15,8 @@ Ending a synchronous job takes care: a worker that has finished its measured ste
 contributing gradients (unmeasured) until every worker has finished, so that no one waits
 for a gradient that will never come; the last one to finish releases any worker still
 waiting for a token. The chief then stops the ps tasks through their control queues.
+With backup workers, a non-chief worker that dies is left out of that ending (the drain,
+the collection of measurements, the final barrier): see :mod:`hvdbench.lost_workers`.
 """
 
 from __future__ import annotations
