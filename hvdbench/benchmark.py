@@ -10,11 +10,22 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import metrics, modes, netinfo, record, runtime, slurm, stopping, watchdog
+from hvdbench import (
+    lost_workers,
+    metrics,
+    modes,
+    netinfo,
+    record,
+    runtime,
+    slurm,
+    stopping,
+    watchdog,
+)
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.hooks import RunHooks
@@ -124,6 +135,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             step_deadline=cfg.fault.step_deadline_s,
             on_abort=run.abort,
             progress=progress,
+            on_lost=run.worker_lost if mode.tolerates_lost_workers() else None,
         )
         port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
         infos = mode.exchange({"rank": rank_info, "port": port})
@@ -209,6 +221,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 "stop": stop_info,
                 "global_step": hooks.global_step,  # also when no measured step ran
             }
+            if mode.tolerates_lost_workers():
+                extra |= run.lost_fields(gathered)
+                if run.lost:
+                    print(run.lost_line(gathered), flush=True)
             path = run.save_complete(gathered, totals, extra, stopped)
             print(f"hvdbench: record written to {path}", flush=True)
         # No rank leaves before the record is on disk: a launcher that ends the job at the
@@ -330,6 +346,11 @@ class Run:
         self.path: Path | None = None
         self.base: dict[str, Any] = {}
         self.peers: list[watchdog.Peer] = []
+        self.lost: list[dict[str, Any]] = []  # workers left out (backup workers)
+        # the watchdog thread rewrites the record too when it leaves a worker out: one
+        # writer at a time, and never an incomplete record over the complete one
+        self._writing = threading.Lock()
+        self._final = False
         self.started = time.perf_counter()
 
     def start(self, rank_infos: list[dict[str, Any]]) -> None:
@@ -363,9 +384,13 @@ class Run:
             seconds,
         ).to_dict()
 
-    def _write(self, fields: dict[str, Any]) -> Path:
+    def _write(self, fields: dict[str, Any], final: bool = False) -> Path:
         assert self.path is not None
-        return record.write_atomic(self.path, {**self.base, **fields})
+        with self._writing:
+            if not self._final:
+                record.write_atomic(self.path, {**self.base, **fields})
+            self._final = self._final or final
+        return self.path
 
     def save_partial(self, seconds: float, error: str | None = None) -> None:
         """Rewrite the record with the steps the chief has measured so far."""
@@ -381,7 +406,58 @@ class Run:
         }
         if error:
             fields["error"] = error
+        if self.lost:
+            fields["lost_workers"] = list(self.lost)
         self._write(fields)
+
+    def worker_lost(self, peer: watchdog.Peer) -> str | None:
+        """The chief's watchdog saw worker ``peer`` exit (backup workers): leave it out and
+        say so, or return the message that ends the job when too few workers remain."""
+        mode = self.mode
+        n = mode.num_workers
+        needed = lost_workers.replicas(self.cfg, n)
+        self.lost.append(
+            {
+                "worker": peer.rank,
+                "host": peer.host,
+                "last_step_reported": peer.step,  # its measured step at its last heartbeat
+                "chief_step": len(self.times),  # the chief's measured steps by then
+                "seconds_into_run": round(time.perf_counter() - self.started, 3),
+            }
+        )
+        verdict = lost_workers.too_few([e["worker"] for e in self.lost], n, needed)
+        if verdict is not None:
+            return f"worker {peer.rank} on host {peer.host} exited at step {peer.step}; {verdict}"
+        mode.worker_lost(peer.rank)
+        print(
+            "hvdbench: warning: "
+            + lost_workers.continuing(peer.rank, n, [e["worker"] for e in self.lost], needed)
+            + f"; it exited on host {peer.host} at step {peer.step}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.save_partial(time.perf_counter() - self.started)  # names it at once
+        return None
+
+    def lost_fields(self, gathered: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the record says of lost workers: who, and whose steps the totals cover."""
+        return {
+            "lost_workers": list(self.lost),
+            "workers_started": self.mode.num_workers,
+            "workers_finished": len(gathered),
+            "totals_cover_workers": [g["rank"] for g in gathered],
+        }
+
+    def lost_line(self, gathered: list[dict[str, Any]]) -> str:
+        lost = ", ".join(
+            f"worker {e['worker']} (at step {e['last_step_reported']})" for e in self.lost
+        )
+        return (
+            f"hvdbench: the job continued with {len(gathered)} of {self.mode.num_workers} "
+            f"workers after losing {lost}; the totals cover workers "
+            + ", ".join(str(g["rank"]) for g in gathered)
+            + " only"
+        )
 
     def abort(self, message: str) -> None:
         """Called by the watchdog thread before the process exits."""
@@ -405,7 +481,8 @@ class Run:
                 "per_rank": gathered,
                 "chief_losses": list(self.losses),
                 **extra,
-            }
+            },
+            final=True,
         )
 
 

@@ -397,6 +397,13 @@ class FaultConfig:
         "task ends the job.",
         min=0,
     )
+    tolerate_lost_workers: bool = fld(
+        "Parameter-server modes, sync with backup workers (ps.replicas_to_aggregate below "
+        "the number of workers), launched by `hvdbench run` alone: a non-chief worker that "
+        "dies is named and left out, and training goes on with the others as long as at "
+        "least replicas_to_aggregate remain (fewer end the job, naming it). Needs "
+        "fault.watchdog. false, or in any other situation: a lost worker ends the job."
+    )
 
 
 @dataclass(frozen=True)

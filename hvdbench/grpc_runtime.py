@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +228,20 @@ class ControlPlane:
             self._any_take_all = any_up.dequeue_many(num_workers)
             self._any_reply = any_down.enqueue_many(tf.fill([num_workers - 1], self._flag))
             self._any_take = any_down.dequeue()
+            # backup workers: the chief's barrier counts the live workers one by one
+            self._any_take_one = any_up.dequeue()
+            self._any_n = v1.placeholder(tf.int32, [])
+            self._any_reply_n = any_down.enqueue_many(tf.fill([self._any_n], self._flag))
+            # backup workers: the workers that finished their steps or were lost, as a
+            # set (a worker may finish and then die), so that the drain counts each once
+            finished = tf.raw_ops.MutableHashTableV2(
+                key_dtype=tf.int32, value_dtype=tf.int32, shared_name="hvdbench_finished"
+            )
+            self._worker = v1.placeholder(tf.int32, [])
+            self._finish = tf.raw_ops.LookupTableInsertV2(
+                table_handle=finished, keys=tf.reshape(self._worker, [1]), values=[1]
+            )
+            self._finished_count = tf.raw_ops.LookupTableSizeV2(table_handle=finished)
             done_q = tf.queue.FIFOQueue(
                 CONTROL_CAPACITY, [tf.int32], shapes=[[]], shared_name="hvdbench_done"
             )
@@ -316,6 +331,44 @@ class ControlPlane:
 
     def take(self, n: int, timeout_s: float) -> list[Any]:
         return [json.loads(self._run(self._gather_take, timeout_s=timeout_s)) for _ in range(n)]
+
+    def take_one(self, timeout_s: float) -> Any | None:
+        """One gathered item, or None when none came within ``timeout_s``."""
+        try:
+            return json.loads(self._run(self._gather_take, timeout_s=timeout_s))
+        except tf.errors.DeadlineExceededError:
+            return None
+
+    def any_live(
+        self, flag: bool, is_chief: bool, live: Callable[[], int], timeout_s: float
+    ) -> bool:
+        """:meth:`any_rank` among the workers still alive (``live()``, which may drop
+        while the chief waits): the chief takes the flags one at a time, so that a worker
+        lost meanwhile is not waited for."""
+        self._run(self._any_put, {self._flag: int(flag)}, timeout_s=timeout_s)
+        if not is_chief:
+            return bool(self._run(self._any_take, timeout_s=timeout_s))
+        deadline = time.monotonic() + timeout_s
+        flags: list[int] = []
+        while len(flags) < live():
+            try:
+                flags.append(int(self._run(self._any_take_one, timeout_s=1.0)))
+            except tf.errors.DeadlineExceededError:
+                if time.monotonic() > deadline:
+                    raise
+        result = max(flags)
+        if live() > 1:
+            self._run(self._any_reply_n, {self._flag: result, self._any_n: live() - 1}, 30)
+        return bool(result)
+
+    # backup workers: a worker finished its steps, or the chief left it out as lost
+    def finished(self, index: int) -> int:
+        """Count worker ``index`` out of the drain; return how many are counted out."""
+        self._run(self._finish, {self._worker: index}, timeout_s=30)
+        return self.finished_count()
+
+    def finished_count(self) -> int:
+        return int(self._run(self._finished_count, timeout_s=60))
 
     def any_rank(self, flag: bool, is_chief: bool, timeout_s: float) -> bool:
         self._run(self._any_put, {self._flag: int(flag)}, timeout_s=timeout_s)

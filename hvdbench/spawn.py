@@ -4,7 +4,9 @@
 builds the explicit cluster (``--cluster.*`` overrides, so each child is an ordinary
 explicit-cluster run), starts the tasks in one process group, and supervises them:
 
-* a worker that fails ends the job at once (its exit code is the job's);
+* a worker that fails ends the job at once (its exit code is the job's), except a
+  non-chief worker of a synchronous job with backup workers (:mod:`hvdbench.lost_workers`):
+  it is named and left out while enough workers remain to fill a step;
 * a ps task that dies while workers still run is restarted on the same port, at most
   ``fault.ps_max_restarts`` times: the workers' ``MonitoredTrainingSession`` recovers from
   the aborted session and the chief reloads the latest checkpoint into the new ps;
@@ -22,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from hvdbench import cluster, launcher, stopping
+from hvdbench import cluster, launcher, lost_workers, stopping
 from hvdbench.cluster import ClusterSpec, Role
 from hvdbench.config import Config
 
@@ -97,7 +99,10 @@ def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = F
     try:
         for role in roles:
             start(role)
-        return _supervise(procs, start, cfg.fault.ps_max_restarts)
+        tolerate = lost_workers.tolerates(cfg, workers)
+        needed = lost_workers.replicas(cfg, workers) if tolerate else 0
+        grace = 2 * cfg.fault.heartbeat_interval_s + 2
+        return _supervise(procs, start, cfg.fault.ps_max_restarts, needed, grace)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -115,14 +120,51 @@ def _supervise(
     procs: dict[Role, subprocess.Popen[bytes]],
     start: Callable[[Role], subprocess.Popen[bytes]],
     max_restarts: int,
+    backup_needed: int = 0,
+    chief_grace_s: float = 0.0,
 ) -> int:
-    """Wait for the workers, restarting lost ps tasks; then for the ps tasks to leave."""
+    """Wait for the workers, restarting lost ps tasks; then for the ps tasks to leave.
+    With ``backup_needed`` (the replicas_to_aggregate of a job that tolerates lost
+    workers), a failed non-chief worker is left out while that many workers remain; when
+    fewer remain, the chief gets ``chief_grace_s`` to notice through its watchdog and write
+    its record (naming the lost workers) before the job is ended."""
     workers = [r for r in procs if not r.is_ps]
+    lost: list[int] = []
     restarts = 0
     while True:
         codes = {r: p.poll() for r, p in procs.items()}
+        for r in workers:
+            code = codes[r]
+            if (
+                backup_needed
+                and r.index != 0
+                and r.index not in lost
+                and code not in (None, 0)
+                and code not in STOP_CODES
+            ):
+                lost.append(r.index)
+                verdict = lost_workers.too_few(lost, len(workers), backup_needed)
+                print(
+                    f"hvdbench: worker task {r.index} exited with code {code}; "
+                    + (
+                        f"{verdict}: stopping the other tasks"
+                        if verdict
+                        else lost_workers.continuing(r.index, len(workers), lost, backup_needed)
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if verdict:
+                    chief = procs[Role("worker", 0)]
+                    try:
+                        chief_code = chief.wait(timeout=chief_grace_s)
+                    except subprocess.TimeoutExpired:
+                        chief_code = None
+                    return chief_code if chief_code else (code if code > 0 else 1)
+        workers_left = [r for r in workers if r.index not in lost]
+        codes_left = {r: c for r, c in codes.items() if r.is_ps or r.index not in lost}
         lost_ps = [(r, c) for r, c in codes.items() if r.is_ps and c not in (None, 0)]
-        running = any(codes[r] is None for r in workers)
+        running = any(codes[r] is None for r in workers_left)
         if lost_ps and running and restarts < max_restarts:
             for role, code in lost_ps:
                 restarts += 1
@@ -137,7 +179,7 @@ def _supervise(
             continue
         failed = [
             (r, c)
-            for r, c in codes.items()
+            for r, c in codes_left.items()
             if c not in (None, 0) and not (c in STOP_CODES and not r.is_ps)
         ]
         if failed:
@@ -149,10 +191,10 @@ def _supervise(
                 flush=True,
             )
             return code if code and code > 0 else 1
-        if all(codes[r] == 0 or codes[r] in STOP_CODES for r in workers):
+        if all(codes[r] == 0 or codes[r] in STOP_CODES for r in workers_left):
             break
         time.sleep(0.1)
-    stopped = max((c for r, c in codes.items() if r in workers and c), default=0)
+    stopped = max((c for r, c in codes.items() if r in workers_left and c), default=0)
     deadline = time.monotonic() + PS_GRACE_S
     while time.monotonic() < deadline:
         ps_codes = {r: p.poll() for r, p in procs.items() if r.is_ps}

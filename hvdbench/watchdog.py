@@ -14,6 +14,11 @@ unreachable), and a stall when a step has run longer than ``step_deadline_s``. I
 the abort callback (which saves what was measured), tells every rank to abort, and exits the
 process with :data:`EXIT_FAULT`; the launcher brings the rest of the job down. A non-chief
 rank aborts when it loses the chief.
+
+With an ``on_lost`` callback (the chief of a synchronous job with backup workers, see
+:mod:`hvdbench.lost_workers`), a non-chief rank whose process exited is handed to the
+callback instead: it returns ``None`` to leave the rank out and keep watching the others,
+or the message to abort with. A rank that stopped responding still aborts the job.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Peer:
     last_heard: float = field(default_factory=time.monotonic)
     step: int = 0
     buffer: bytes = b""
+    lost: bool = False  # left out after its process exited (backup workers)
 
 
 class Progress:
@@ -87,11 +93,13 @@ class Watchdog:
         step_deadline: float,
         on_abort: Callable[[str], None],
         progress: Progress,
+        on_lost: Callable[[Peer], str | None] | None = None,
     ) -> None:
         self.rank, self.host = rank, host
         self.interval, self.timeout, self.step_deadline = interval, timeout, step_deadline
         self.on_abort = on_abort
         self.progress = progress
+        self.on_lost = on_lost
         self.peers: list[Peer] = []
         self._listener: socket.socket | None = None
         self._chief: socket.socket | None = None
@@ -212,6 +220,8 @@ class Watchdog:
                     if not data:
                         if self._stop.is_set():
                             return
+                        if self.on_lost is not None and self._leave_out(peer):
+                            continue
                         self._abort(
                             f"rank {peer.rank} on host {peer.host} was lost: its process exited "
                             f"or its connection closed at step {peer.step}; aborting the job",
@@ -236,10 +246,26 @@ class Watchdog:
                     return
             self._check_deadline(socks)
 
+    def _leave_out(self, peer: Peer) -> bool:
+        """A rank's process exited: leave it out if the callback agrees (then True)."""
+        assert self.on_lost is not None
+        verdict = self.on_lost(peer)
+        if verdict is not None:
+            self._abort(verdict, [p.sock for p in self.peers if p.sock and p is not peer])
+            return False
+        peer.lost = True
+        if peer.sock is not None:
+            try:
+                peer.sock.close()
+            except OSError:
+                pass
+        peer.sock = None
+        return True
+
     def _check_deadline(self, socks: list[socket.socket]) -> None:
         stalled = self.progress.stalled_for()
         if self.step_deadline > 0 and stalled > self.step_deadline:
-            behind = [p for p in self.peers if p.step < self.progress.step]
+            behind = [p for p in self.peers if p.step < self.progress.step and not p.lost]
             who = (
                 ", ".join(f"rank {p.rank} on host {p.host} (at step {p.step})" for p in behind)
                 if behind

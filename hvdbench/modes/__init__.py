@@ -84,6 +84,17 @@ class Mode(abc.ABC):
         block (see the ps modes)."""
         return self.any_rank(flag)
 
+    def tolerates_lost_workers(self) -> bool:
+        """Whether this job goes on when a non-chief worker dies (synchronous ps modes
+        with backup workers, :mod:`hvdbench.lost_workers`). By default it never does."""
+        return False
+
+    def worker_lost(self, index: int) -> None:
+        """The chief's watchdog left worker ``index`` out: from now on the end-of-run
+        collection and barriers count only the workers left. Called from the watchdog
+        thread, only when :meth:`tolerates_lost_workers`."""
+        raise NotImplementedError
+
     @property
     @abc.abstractmethod
     def worker_index(self) -> int:

@@ -15,6 +15,8 @@ Ending a synchronous job takes care: a worker that has finished its measured ste
 contributing gradients (unmeasured) until every worker has finished, so that no one waits
 for a gradient that will never come; the last one to finish releases any worker still
 waiting for a token. The chief then stops the ps tasks through their control queues.
+With backup workers, a non-chief worker that dies is left out of that ending (the drain,
+the collection of measurements, the final barrier): see :mod:`hvdbench.lost_workers`.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class GrpcGraphMode(Mode):
         self._extras: list[dict[str, Any]] = []
         self._global_steps: list[int] = []
         self._steps_done = 0
+        self._lost: set[int] = set()  # workers left out (backup workers; chief only)
 
     @property
     def worker_index(self) -> int:
@@ -95,6 +98,20 @@ class GrpcGraphMode(Mode):
     @property
     def replicas_to_aggregate(self) -> int:
         return self.cfg.ps.replicas_to_aggregate or self.num_workers
+
+    def tolerates_lost_workers(self) -> bool:
+        """Synchronous with backup workers, and not under MPI (whose launcher ends the
+        whole job when a rank dies): see :mod:`hvdbench.lost_workers`."""
+        from hvdbench import lost_workers
+
+        return not self.membership.under_mpi and lost_workers.tolerates(self.cfg, self.num_workers)
+
+    def worker_lost(self, index: int) -> None:
+        self._lost.add(index)
+        self.control.finished(index)  # the others' drains stop waiting for it
+
+    def _live_workers(self) -> int:
+        return self.num_workers - len(self._lost)
 
     # --- the session -------------------------------------------------------------------
 
@@ -215,12 +232,19 @@ class GrpcGraphMode(Mode):
 
     def _drain(self) -> None:
         """Keep a synchronous job moving until every worker has finished its steps."""
-        n = self.control.mark_done()
+        if self.tolerates_lost_workers():
+            # a worker the chief left out will never say it is done: count the finished
+            # and the lost workers together, each once
+            n = self.control.finished(self.worker_index)
+            count = self.control.finished_count
+        else:
+            n = self.control.mark_done()
+            count = self.control.done_count
         drained = 0
         while n < self.num_workers:
             self.sess.run(self.train_op)
             drained += 1
-            n = self.control.done_count()
+            n = count()
         if drained == 0:  # the last to finish: free anyone still waiting for a token
             self.control._run(self.release_op, timeout_s=60)
         self.drained_steps = drained
@@ -239,11 +263,33 @@ class GrpcGraphMode(Mode):
             self._close_training_session()
             self.control.put({"index": self.worker_index, "obj": obj, "extra": extra})
             return None
-        items = self.control.take(self.num_workers - 1, timeout)
+        if self.tolerates_lost_workers():
+            items = self._take_live(timeout)
+        else:
+            items = self.control.take(self.num_workers - 1, timeout)
         items.append({"index": 0, "obj": obj, "extra": extra})
         items.sort(key=lambda d: d["index"])
         self._extras = [d["extra"] for d in items]
         return [d["obj"] for d in items]
+
+    def _take_live(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The chief's collection when workers may be lost: every other worker's item,
+        except those of the workers left out (also one lost while the chief waits)."""
+        from hvdbench.cluster import ClusterError
+
+        deadline = time.monotonic() + timeout_s
+        items: list[dict[str, Any]] = []
+        while True:
+            missing = set(range(1, self.num_workers)) - {d["index"] for d in items} - self._lost
+            if not missing:
+                return items
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"no measurements from worker(s) {sorted(missing)} within {timeout_s:g} s"
+                )
+            item = self.control.take_one(1.0)
+            if item is not None:
+                items.append(item)
 
     def exchange(self, obj: Any) -> list[Any] | None:
         """Start-up exchange through ps 0's gather queue; the training session stays open."""
@@ -258,6 +304,8 @@ class GrpcGraphMode(Mode):
 
     def any_rank(self, flag: bool) -> bool:
         timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
+        if self.tolerates_lost_workers():
+            return self.control.any_live(flag, self.is_chief, self._live_workers, timeout)
         return self.control.any_rank(flag, self.is_chief, timeout)
 
     def agree_stop(self, flag: bool) -> bool:

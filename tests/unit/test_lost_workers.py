@@ -1,0 +1,156 @@
+"""When a lost worker is left out (sync ps with backup workers) and when it still ends the
+job: the policy, and the local launcher's supervision on real short-lived shell processes
+(no TensorFlow)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from hvdbench import config, lost_workers, spawn
+from hvdbench.cluster import Role
+
+pytestmark = pytest.mark.timeout(60)
+
+PS = ["--mode.name=parameter_server", "--launch.np=3"]
+
+
+def cfg(*overrides: str) -> config.Config:
+    return config.load(None, [*PS, *overrides])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["--ps.replicas_to_aggregate=2"], True),
+        (["--ps.replicas_to_aggregate=2", "--mode.name=distributed_replicated"], True),
+        ([], False),  # 0: all workers, no backups
+        (["--ps.replicas_to_aggregate=3"], False),
+        (["--ps.replicas_to_aggregate=2", "--ps.sync=false"], False),
+        (["--ps.replicas_to_aggregate=2", "--fault.tolerate_lost_workers=false"], False),
+        (["--ps.replicas_to_aggregate=2", "--fault.watchdog=false"], False),
+        (["--ps.replicas_to_aggregate=2", "--mode.name=horovod"], False),
+    ],
+)
+def test_only_sync_with_backup_workers_tolerates(overrides, expected):
+    assert lost_workers.tolerates(cfg(*overrides), 3) is expected
+
+
+def test_too_few_names_every_lost_worker():
+    assert lost_workers.too_few([2], 3, 2) is None
+    message = lost_workers.too_few([2, 1], 3, 2)
+    assert message is not None
+    assert message.startswith("lost worker 1, worker 2: 1 of 3 workers left, fewer than")
+    assert "ps.replicas_to_aggregate=2" in message
+
+
+class Tasks:
+    """ps 0 and three workers as shell processes, each in its own group."""
+
+    def __init__(self, workers: list[str], ps: str = "sleep 1.5") -> None:
+        self.procs: dict[Role, subprocess.Popen[bytes]] = {Role("ps", 0): self._popen(ps)}
+        for i, script in enumerate(workers):
+            self.procs[Role("worker", i)] = self._popen(script)
+
+    @staticmethod
+    def _popen(script: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["sh", "-c", script], start_new_session=True)
+
+    def start(self, role: Role) -> subprocess.Popen[bytes]:
+        raise AssertionError(f"no restart expected ({role})")
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def test_a_lost_backup_worker_is_left_out(capsys):
+    tasks = Tasks(["sleep 1", "sleep 1", "kill -9 $$"])
+    try:
+        assert spawn._supervise(tasks.procs, tasks.start, 0, backup_needed=2) == 0
+    finally:
+        tasks.kill_all()
+    err = capsys.readouterr().err
+    assert (
+        "worker task 2 exited with code -9; worker 2 was lost; the job continues with 2 of 3" in err
+    )
+
+
+def test_without_backup_workers_a_lost_worker_ends_the_job(capsys):
+    tasks = Tasks(["sleep 30", "sleep 30", "kill -9 $$"])
+    try:
+        assert spawn._supervise(tasks.procs, tasks.start, 0) == 1
+    finally:
+        tasks.kill_all()
+    assert "worker task 2 exited with code -9; stopping the other tasks" in capsys.readouterr().err
+
+
+def test_a_lost_chief_still_ends_the_job(capsys):
+    tasks = Tasks(["kill -9 $$", "sleep 30", "sleep 30"])
+    try:
+        assert spawn._supervise(tasks.procs, tasks.start, 0, backup_needed=2) == 1
+    finally:
+        tasks.kill_all()
+    assert "worker task 0 exited with code -9; stopping the other tasks" in capsys.readouterr().err
+
+
+def test_too_few_left_ends_the_job_after_the_chief_grace(capsys):
+    # the chief (sleep 30) does not leave within its grace: the job ends anyway, named
+    tasks = Tasks(["sleep 30", "kill -9 $$", "kill -9 $$"])
+    try:
+        code = spawn._supervise(tasks.procs, tasks.start, 0, backup_needed=2, chief_grace_s=0.5)
+    finally:
+        tasks.kill_all()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert (
+        "lost worker 1, worker 2: 1 of 3 workers left, fewer than ps.replicas_to_aggregate=2" in err
+    )
+
+
+def test_the_chief_watchdog_leaves_out_a_rank_whose_process_exited():
+    """A peer's connection closes: the callback is asked, the peer is marked lost and the
+    watchdog keeps watching (it would have ended the process otherwise)."""
+    import socket
+    import time
+
+    from hvdbench import watchdog
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[int] = []
+
+    def on_lost(peer: watchdog.Peer) -> str | None:
+        seen.append(peer.rank)
+        return None
+
+    dog = watchdog.Watchdog(
+        0,
+        "here",
+        interval=0.1,
+        timeout=10,
+        step_deadline=0,
+        on_abort=lambda message: None,
+        progress=watchdog.Progress(),
+        on_lost=on_lost,
+    )
+    dog.start([{"rank": 2, "host": "there", "addr": "127.0.0.1", "port": port}])
+    try:
+        conn, _ = listener.accept()
+        conn.close()  # the peer's process exited
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [2]
+        assert dog.peers[0].lost and dog.peers[0].sock is None
+        assert dog.running
+    finally:
+        dog.stop()
+        listener.close()
