@@ -195,19 +195,28 @@ NAIVE = [
 Variant = tuple[str, str, list[str], dict[str, str]]
 PARTS = ("harness", "scaling", "tuning", "ps", "allreduce", "batch")
 TUNING: list[Variant] = [
-    ("tuning 0: naive (gloo; TF pools on all cores, no binding)", "horovodrun", NAIVE, {}),
+    # mpirun, cumulative: naive -> + binding -> + yielding (= the defaults row of `scaling`)
     (
-        "tuning 1: + one core slice per rank (gloo)",
-        "horovodrun",
-        [*NAIVE, "--runtime.bind_cores=true"],
+        "tuning 0: naive mpirun (TF pools on all cores, Open MPI spinning)",
+        "mpirun",
+        [*NAIVE, "--runtime.mpi_yield_when_idle=false"],
         {},
     ),
     (
-        "tuning 2: mpirun, Open MPI spinning while idle",
+        "tuning 1: + one core slice per rank (Open MPI spinning)",
         "mpirun",
         ["--runtime.mpi_yield_when_idle=false"],
         {},
     ),
+    # horovodrun --gloo: naive -> + binding (= its defaults row) -> + one group, 5 ms cycle
+    ("tuning 2: naive horovodrun --gloo (TF pools on all cores)", "horovodrun", NAIVE, {}),
+    (
+        "tuning 3: horovodrun --gloo, one grouped all-reduce, 5 ms cycle",
+        "horovodrun",
+        ["--horovod.num_groups=1", "--horovod.cycle_time_ms=5"],
+        {},
+    ),
+    ("tuning 4: horovodrun --mpi", "horovodrun", ["--launch.controller=mpi"], {}),
 ]
 
 
