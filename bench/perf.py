@@ -123,12 +123,6 @@ def harness_overhead(args: argparse.Namespace, out: str) -> dict[str, Any]:
     return r
 
 
-def limit_run(args: argparse.Namespace, n: int, out: str) -> float:
-    """N one-rank runs started together, each pinned to its own cores, exchanging nothing:
-    their summed throughput."""
-    return sum(r["totals"]["total_images_per_sec"] for r in limit_records(args, n, out))
-
-
 def cpu_ms_per_image(records: list[dict[str, Any]]) -> float:
     """Mean over ranks of each rank's CPU milliseconds per image in the measured steps."""
     per = [p["cpu_ms_per_image"] for r in records for p in r["per_rank"]]
