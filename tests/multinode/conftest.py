@@ -8,6 +8,7 @@ its own name, its own free /24, its own munge and Slurm state under /run/hvdbenc
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -19,13 +20,10 @@ from pathlib import Path
 import pytest
 
 from hvdbench.netcluster import NetCluster, NetClusterError, NetSpec
+from tests import slurm_jobs
 from tests.conftest import base_env
 
 TOOLS = ("ip", "tc", "nsenter", "unshare", "munged", "slurmctld", "slurmd", "sbatch", "scontrol")
-FINAL_STATES = {
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
-    "BOOT_FAIL", "DEADLINE",
-}  # fmt: skip
 CLUSTER_NAME = "hvdmt"
 
 
@@ -78,27 +76,8 @@ def net_env(cluster: NetCluster) -> dict[str, str]:
     return base_env({"SLURM_CONF": str(cluster.spec.conf), "HVDBENCH_PYTHON": sys.executable})
 
 
-def job_fields(cluster: NetCluster, job: str) -> dict[str, str]:
-    out = cluster.scontrol("show", "job", job, "-o").stdout
-    fields: dict[str, str] = {}
-    for token in out.split():
-        if "=" in token:
-            k, v = token.split("=", 1)
-            fields.setdefault(k, v)
-    return fields
-
-
-def wait_for_job(cluster: NetCluster, job: str, timeout: float) -> dict[str, str]:
-    """Poll until the job reaches a final state; cancel it and fail on timeout."""
-    deadline = time.monotonic() + timeout
-    fields: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        fields = job_fields(cluster, job)
-        if fields.get("JobState") in FINAL_STATES:
-            return fields
-        time.sleep(1)
-    subprocess.run(["scancel", job], env=cluster.env(), capture_output=True, timeout=20)
-    pytest.fail(f"job {job} did not finish within {timeout:g} s: {fields}\n{cluster.logs()}")
+# Each tier's poll interval: the namespace cluster's jobs are short and timed.
+wait_for_job = functools.partial(slurm_jobs.wait_for_job, poll_s=1)
 
 
 def wait_for_text(path: Path, text: str, timeout: float) -> float | None:
@@ -111,4 +90,4 @@ def wait_for_text(path: Path, text: str, timeout: float) -> float | None:
     return None
 
 
-__all__ = ["NetClusterError", "net_env", "wait_for_job", "wait_for_text", "job_fields"]
+__all__ = ["NetClusterError", "net_env", "wait_for_job", "wait_for_text"]

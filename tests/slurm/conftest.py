@@ -6,6 +6,7 @@ when not running as root (the daemons run as root with everything under a temp d
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,20 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import slurm_jobs
 from tests.conftest import REPO, base_env
 from tests.slurm.cluster import LocalSlurm, missing_binaries
-
-FINAL_STATES = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-}
 
 
 @pytest.fixture(scope="session")
@@ -68,27 +58,8 @@ def slurm_env(cluster: LocalSlurm) -> dict[str, str]:
     return env
 
 
-def job_fields(cluster: LocalSlurm, job: str) -> dict[str, str]:
-    out = cluster.scontrol("show", "job", job, "-o").stdout
-    fields: dict[str, str] = {}
-    for token in out.split():
-        if "=" in token:
-            k, v = token.split("=", 1)
-            fields.setdefault(k, v)
-    return fields
-
-
-def wait_for_job(cluster: LocalSlurm, job: str, timeout: float) -> dict[str, str]:
-    """Poll until the job reaches a final state; cancel it and fail on timeout."""
-    deadline = time.monotonic() + timeout
-    fields: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        fields = job_fields(cluster, job)
-        if fields.get("JobState") in FINAL_STATES:
-            return fields
-        time.sleep(2)
-    subprocess.run(["scancel", job], env=cluster.env(), capture_output=True, timeout=20)
-    pytest.fail(f"job {job} did not finish within {timeout:g} s: {fields}\n{cluster.logs()}")
+# Each tier's poll interval: the namespace cluster's jobs are short and timed.
+wait_for_job = functools.partial(slurm_jobs.wait_for_job, poll_s=2)
 
 
 def wait_for_text(path: Path, text: str, timeout: float) -> bool:
