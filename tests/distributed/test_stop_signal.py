@@ -57,29 +57,34 @@ def _rank_pid(top: int, rank: int) -> int | None:
     return None
 
 
-def test_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
-    out = tmp_path / "out.txt"
+def _signal_ranks(
+    output_dir: Path, log: Path, signum: int, ranks: tuple[int, ...]
+) -> tuple[int, str, float]:
+    """Start a 2-rank mpirun job of a million steps (stop checks every 3), wait for its
+    warm-up, send ``signum`` to ``ranks``, and wait for the job to end. Returns its exit
+    code, its output and the seconds from the signal to the end; kills what is left."""
     cmd = [sys.executable, "-m", "hvdbench", "run", "--np", "2", "--launch.launcher=mpirun",
            "--model.name=trivial", "--train.per_device_batch_size=4",
            "--train.num_steps=1000000", "--train.display_every=1000000",
-           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={tmp_path}"]  # fmt: skip
-    with open(out, "w") as f:
+           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={output_dir}"]  # fmt: skip
+    with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=base_env(),
                                 start_new_session=True)  # fmt: skip
     everything: list[int] = []
     try:
         deadline = time.monotonic() + 180
-        while "Done warm up" not in out.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out.read_text()
+        while "Done warm up" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
             time.sleep(0.5)
-        assert "Done warm up" in out.read_text(), out.read_text()
+        assert "Done warm up" in log.read_text(), log.read_text()
         everything = _descendants(proc.pid)
-        target = _rank_pid(proc.pid, 1)
-        assert target is not None, "rank 1 not found"
+        pids = [_rank_pid(proc.pid, r) for r in ranks]
+        assert None not in pids, f"ranks {ranks} not found"
         sent = time.monotonic()
-        os.kill(target, signal.SIGUSR1)
+        for pid in pids:
+            os.kill(pid, signum)  # type: ignore[arg-type]
         rc = proc.wait(timeout=120)
-        print(f"detection: SIGUSR1 to rank 1 only, to job end {time.monotonic() - sent:.1f} s")
+        elapsed = time.monotonic() - sent
     finally:
         for pid in [*everything, proc.pid]:
             try:
@@ -87,7 +92,12 @@ def test_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
             except ProcessLookupError:
                 pass
         proc.wait()
-    text = out.read_text()
+    return rc, log.read_text(), elapsed
+
+
+def test_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path) -> None:
+    rc, text, elapsed = _signal_ranks(tmp_path, tmp_path / "out.txt", signal.SIGUSR1, (1,))
+    print(f"detection: SIGUSR1 to rank 1 only, to job end {elapsed:.1f} s")
     assert rc == 128 + signal.SIGUSR1, text
     (path,) = tmp_path.glob("*.json")
     rec = json.loads(path.read_text())
@@ -105,38 +115,9 @@ def test_sigterm_to_every_rank_saves_a_checkpoint_that_a_rerun_resumes(tmp_path:
     """SIGTERM to every rank, as Slurm sends it: exit 143, the record incomplete with the
     steps done, and (no checkpoint.dir given) a checkpoint beside the record that a rerun
     given it as checkpoint.dir resumes from, at the stopped run's global step."""
-    out = tmp_path / "out.txt"
     first = tmp_path / "first"
-    cmd = [sys.executable, "-m", "hvdbench", "run", "--np", "2", "--launch.launcher=mpirun",
-           "--model.name=trivial", "--train.per_device_batch_size=4",
-           "--train.num_steps=1000000", "--train.display_every=1000000",
-           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={first}"]  # fmt: skip
-    with open(out, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=base_env(),
-                                start_new_session=True)  # fmt: skip
-    everything: list[int] = []
-    try:
-        deadline = time.monotonic() + 180
-        while "Done warm up" not in out.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.5)
-        assert "Done warm up" in out.read_text(), out.read_text()
-        everything = _descendants(proc.pid)
-        ranks = [_rank_pid(proc.pid, r) for r in (0, 1)]
-        assert None not in ranks, "ranks not found"
-        sent = time.monotonic()
-        for pid in ranks:
-            os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
-        rc = proc.wait(timeout=120)
-        print(f"detection: SIGTERM to every rank, to job end {time.monotonic() - sent:.1f} s")
-    finally:
-        for pid in [*everything, proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-    text = out.read_text()
+    rc, text, elapsed = _signal_ranks(first, tmp_path / "out.txt", signal.SIGTERM, (0, 1))
+    print(f"detection: SIGTERM to every rank, to job end {elapsed:.1f} s")
     assert rc == 128 + signal.SIGTERM, text
     (path,) = first.glob("*.json")
     rec = json.loads(path.read_text())
