@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from hvdbench import config, metrics
-from hvdbench.config import Config
+from hvdbench.config import CheckpointConfig, Config
 from hvdbench.modes import Mode
 
 
@@ -50,19 +50,23 @@ class RunHooks:
         self._last_summary_step = 0
         self.stop_checkpoint: dict[str, Any] | None = None  # what finish(stopped) saved
         if cfg.checkpoint.dir and (mode.is_chief or mode.checkpoint_on_every_worker):
-            from hvdbench.checkpoint import Checkpointer
-
-            if not mode.is_chief:
-                import tempfile
-
-                self._scratch = tempfile.mkdtemp(prefix="hvdbench-ckpt-")
-            self.checkpointer = Checkpointer(
-                cfg.checkpoint, mode.checkpoint_objects(), write_dir=self._scratch
-            )
+            self.checkpointer = self._checkpointer(cfg.checkpoint, mode.checkpoint_objects())
         if mode.is_chief and cfg.summary.dir:
             import tensorflow as tf
 
             self.writer = tf.summary.create_file_writer(cfg.summary.dir)
+
+    def _checkpointer(self, ckpt: CheckpointConfig, objects: dict[str, Any]) -> Any:
+        """The chief saves into ``ckpt.dir``; another worker of a collective save (a mode
+        with ``checkpoint_on_every_worker``) writes its share to a scratch directory that
+        :meth:`finish` removes."""
+        from hvdbench.checkpoint import Checkpointer
+
+        if not self.mode.is_chief:
+            import tempfile
+
+            self._scratch = tempfile.mkdtemp(prefix="hvdbench-ckpt-")
+        return Checkpointer(ckpt, objects, write_dir=self._scratch)
 
     # -- start
 
@@ -223,18 +227,9 @@ class RunHooks:
                 return
         try:
             if self.checkpointer is None:
-                import tempfile
-
-                from hvdbench.checkpoint import Checkpointer
-
-                if self.mode.is_chief:
-                    directory = os.fspath(stop_dir)  # type: ignore[arg-type]
-                else:  # a non-chief's share of the collective save, thrown away after
-                    directory = self._scratch = tempfile.mkdtemp(prefix="hvdbench-ckpt-")
-                self.checkpointer = Checkpointer(
-                    dataclasses.replace(self.cfg.checkpoint, dir=directory),
-                    objects,
-                    write_dir=None if self.mode.is_chief else directory,
+                directory = os.fspath(stop_dir) if stop_dir is not None else ""  # chief's
+                self.checkpointer = self._checkpointer(
+                    dataclasses.replace(self.cfg.checkpoint, dir=directory), objects
                 )
             self._save()
             saved = self.checkpointer.latest
