@@ -58,9 +58,7 @@ def required_controller(source: str, env: dict[str, str] | os._Environ[str]) -> 
     rendezvous), MPI under mpirun/srun, none for a single process."""
     if env.get("HOROVOD_GLOO_RENDEZVOUS_ADDR"):
         return "gloo"
-    if source == "horovod":
-        return "mpi"
-    if source in ("openmpi", "pmix", "slurm"):
+    if source in ("horovod", "openmpi", "pmix", "slurm"):
         return "mpi"
     return None
 
