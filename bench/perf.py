@@ -234,6 +234,13 @@ def ps_variants() -> list[Variant]:
     return [
         *plain,
         ("distributed_replicated sync", "horovodrun", ["--mode.name=distributed_replicated"], {}),
+        # before the ps modes' core slots: every task unbound, TF's pools on both cores
+        (
+            "tuning 5: parameter_server async staged, tasks unbound",
+            "horovodrun",
+            [*plain[3][2], "--runtime.bind_cores=false"],
+            {},
+        ),
     ]
 
 

@@ -102,7 +102,8 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
     stopped = False
     check_world_size(cfg, topo)
-    cores = runtime.bind_cores(cfg, topo)
+    slot = modes.get(cfg.mode.name).core_slot(cfg, topo)
+    cores = runtime.bind_cores(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, cores)
@@ -112,6 +113,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         host=topo.hostname,
         local_rank=topo.local_rank,
         local_size=topo.local_size,
+        core_slot=list(slot),
         pid=os.getpid(),
     )
 

@@ -163,6 +163,38 @@ def role_from_rank(rank: int, size: int, num_ps: int) -> Role:
     return Role("worker", rank - num_ps)
 
 
+def core_slot(
+    cfg: Config, rank: int, local_rank: int, local_size: int, num_ps: int
+) -> tuple[int, int]:
+    """(index, count) of this task among the workers that split its node's cores; a ps
+    task gets (0, 1): every core, unbound.
+
+    A ps task's work (serving the variables, applying updates) comes in bursts while the
+    workers wait for it, so it floats over the cores the workers hold, rather than taking
+    a slice of its own from them or, with fewer cores than tasks, sharing one core with
+    one worker while the other worker has a core alone.
+
+    * Explicit cluster (also hvdbench's own local launcher): the workers whose address has
+      this worker's host split the cores, in task order.
+    * Roles from ranks (mpirun, srun): the first ``num_ps`` ranks are the ps tasks; with
+      the launcher's block placement (consecutive ranks fill a node), the ps ranks on this
+      node come before its workers, so the worker's slot is its local rank less those.
+    """
+    if cfg.cluster.job_name:
+        if cfg.cluster.job_name == "ps":
+            return (0, 1)
+        workers = explicit_spec(cfg).worker
+        host = workers[cfg.cluster.task_index].rpartition(":")[0]
+        here = [i for i, a in enumerate(workers) if a.rpartition(":")[0] == host]
+        return (here.index(cfg.cluster.task_index), len(here))
+    if rank < num_ps:
+        return (0, 1)
+    first = rank - local_rank  # the node's first rank, with block placement
+    ps_here = min(max(num_ps - first, 0), local_size)
+    index, count = local_rank - ps_here, local_size - ps_here
+    return (index, count) if 0 <= index < count else (local_rank, local_size)
+
+
 def check_ranks(num_ps: int, np: int, size: int) -> None:
     """A launcher's process count must be num_ps + workers, when np is given."""
     if np and num_ps + np != size:

@@ -354,7 +354,8 @@ class RuntimeConfig:
 
     bind_cores: bool = fld(
         "Bind each rank to its share of the node's cores (local_rank-th slice), so that "
-        "ranks on one node do not fight over cores."
+        "ranks on one node do not fight over cores. In the gRPC modes the workers on a node "
+        "split its cores and a ps task is left unbound, over all of them."
     )
     intra_op_threads: int = fld(
         "TensorFlow intra-op threads per rank. 0: the cores available to this rank.", min=0

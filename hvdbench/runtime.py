@@ -29,11 +29,16 @@ def core_slice(cores: Sequence[int], local_rank: int, local_size: int) -> list[i
     return cores[local_rank * per : (local_rank + 1) * per]
 
 
-def bind_cores(cfg: Config, topo: Topology) -> list[int]:
-    """Bind this process to its slice of the cores it may use, and return the set it has."""
+def bind_cores(cfg: Config, topo: Topology, slot: tuple[int, int] | None = None) -> list[int]:
+    """Bind this process to its slice of the cores it may use, and return the set it has.
+
+    ``slot`` is (index, count) among the processes that split this node's cores: the local
+    rank and size by default; a mode may say otherwise (:meth:`Mode.core_slot`), e.g. a ps
+    task takes (0, 1), every core, and the workers beside it split the cores among them."""
+    index, count = slot if slot is not None else (topo.local_rank, topo.local_size)
     available = sorted(os.sched_getaffinity(0))
-    if cfg.runtime.bind_cores and topo.local_size > 1:
-        mine = core_slice(available, topo.local_rank, topo.local_size)
+    if cfg.runtime.bind_cores and count > 1:
+        mine = core_slice(available, index, count)
         os.sched_setaffinity(0, mine)
     return sorted(os.sched_getaffinity(0))
 

@@ -39,6 +39,13 @@ class Mode(abc.ABC):
         """How the job's processes add up, for error messages: ``ps(1) + workers(4)``."""
         return f"workers({workers})"
 
+    @staticmethod
+    def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
+        """(index, count) of this process among those that split its node's cores
+        (:func:`hvdbench.runtime.bind_cores`): its local rank and size, unless the mode's
+        roles say otherwise. Runs before TensorFlow is imported."""
+        return (topo.local_rank, topo.local_size)
+
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         """Start the job on this machine without a launcher (or, with ``dry_run``, print

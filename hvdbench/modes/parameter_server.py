@@ -29,6 +29,7 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.modes import Mode, register
+from hvdbench.topology import Topology
 
 
 class GrpcGraphMode(Mode):
@@ -50,6 +51,13 @@ class GrpcGraphMode(Mode):
         from hvdbench.cluster import world_formula
 
         return world_formula(cfg.ps.num_ps, workers)
+
+    @staticmethod
+    def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
+        """Workers split the node's cores; a ps task floats over all of them."""
+        from hvdbench.cluster import core_slot
+
+        return core_slot(cfg, topo.rank, topo.local_rank, topo.local_size, cfg.ps.num_ps)
 
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.modes import Mode, register
+from hvdbench.topology import Topology
 
 
 def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
@@ -57,6 +58,13 @@ class CollectiveAllReduceMode(Mode):
     # Each worker holds its own copy of the variables: every worker restores the
     # checkpoint, and takes part in every save (the chief's is the real one).
     checkpoint_on_every_worker = True
+
+    @staticmethod
+    def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
+        """The workers on one node split its cores (also under hvdbench's own launcher)."""
+        from hvdbench.cluster import core_slot
+
+        return core_slot(cfg, topo.rank, topo.local_rank, topo.local_size, 0)
 
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:

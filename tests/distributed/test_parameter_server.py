@@ -6,6 +6,7 @@ Every run is checked to end with exit code 0 and with none of its processes left
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -70,6 +71,10 @@ def test_ps_run_reaches_its_step_target(tmp_path, sync, staged, num_ps):
         assert d["final_global_step"] >= 12
     if num_ps == 2:
         assert all(b > 0 for b in d["placement"]["bytes_per_ps"])
+    # The two workers on this host split its cores (the ps tasks float over all of them).
+    assert [r["core_slot"] for r in rec["topology"]["ranks"]] == [[0, 2], [1, 2]]
+    cpus = [set(r["cpus"]) for r in rec["topology"]["ranks"]]
+    assert cpus[0] and cpus[1] and (len(os.sched_getaffinity(0)) < 2 or not cpus[0] & cpus[1])
 
 
 def _staged_losses(tmp_path: Path, staged: bool) -> list[float]:
@@ -148,6 +153,8 @@ def test_mpirun_roles_from_ranks(tmp_path):
     assert d["roles_from"] == "mpi ranks"
     assert (d["num_ps"], d["num_workers"]) == (1, 2)
     assert len(d["cluster"]["ps"]) == 1 and len(d["cluster"]["worker"]) == 2
+    # ranks 1 and 2 are the node's two workers: they split its cores; rank 0, the ps, floats
+    assert [r["core_slot"] for r in rec["topology"]["ranks"]] == [[0, 2], [1, 2]]
 
 
 def test_mpirun_wrong_rank_count_shows_the_arithmetic(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import config, runtime
+from hvdbench import cluster, config, runtime
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,52 @@ def test_mpi_yield_is_the_default_and_the_user_wins() -> None:
     env = {}
     off = config.load(None, ["--runtime.mpi_yield_when_idle=false"])
     assert runtime.mpi_environment(off, env) == {} and env == {}
+
+
+def _explicit(job: str, index: int, workers: str, mode: str = "parameter_server") -> config.Config:
+    ps = ["--cluster.ps_hosts=h1:2000"] if mode == "parameter_server" else []
+    return config.load(
+        None,
+        [
+            f"--mode.name={mode}",
+            *ps,
+            f"--cluster.worker_hosts={workers}",
+            f"--cluster.job_name={job}",
+            f"--cluster.task_index={index}",
+        ],
+    )
+
+
+def test_core_slot_explicit_cluster_workers_split_their_host_ps_floats() -> None:
+    """hvdbench's own launcher runs 1 ps + 2 workers on one host: the two workers take one
+    half of the cores each and the ps task is left unbound, not round-robin (ps and worker
+    1 on one core, worker 0 alone on the other)."""
+    two = "h1:2001,h1:2002"
+    assert cluster.core_slot(_explicit("ps", 0, two), 0, 0, 1, 1) == (0, 1)
+    assert cluster.core_slot(_explicit("worker", 0, two), 0, 0, 1, 1) == (0, 2)
+    assert cluster.core_slot(_explicit("worker", 1, two), 0, 0, 1, 1) == (1, 2)
+    mixed = "h1:2001,h2:2001,h1:2002"
+    assert cluster.core_slot(_explicit("worker", 1, mixed), 0, 0, 1, 1) == (0, 1)
+    assert cluster.core_slot(_explicit("worker", 2, mixed), 0, 0, 1, 1) == (1, 2)
+    cfg = _explicit("worker", 1, two, mode="collective_all_reduce")
+    assert cluster.core_slot(cfg, 0, 0, 1, 0) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("rank", "local_rank", "local_size", "num_ps", "slot"),
+    [
+        (0, 0, 3, 1, (0, 1)),  # mpirun -np 3 on one node: the ps floats ...
+        (1, 1, 3, 1, (0, 2)),  # ... and the two workers split the cores
+        (2, 2, 3, 1, (1, 2)),
+        (1, 1, 2, 1, (0, 1)),  # two nodes of two ranks: node 0 holds the ps and worker 0
+        (2, 0, 2, 1, (0, 2)),  # node 1: workers 1 and 2
+        (3, 1, 2, 1, (1, 2)),
+        (3, 3, 4, 2, (1, 2)),  # two ps tasks on a four-rank node
+        (1, 1, 2, 0, (1, 2)),  # no ps (collective_all_reduce): the local rank and size
+    ],
+)
+def test_core_slot_from_ranks(
+    rank: int, local_rank: int, local_size: int, num_ps: int, slot: tuple[int, int]
+) -> None:
+    cfg = config.load(None, ["--mode.name=parameter_server"])
+    assert cluster.core_slot(cfg, rank, local_rank, local_size, num_ps) == slot
