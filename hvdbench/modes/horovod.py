@@ -12,15 +12,21 @@ from hvdbench.errors import UsageError
 from hvdbench.modes import Mode, register
 
 MIB = 1024 * 1024
+# A world of one rank exchanges nothing (hvdbench skips its collectives, and Horovod's
+# gradient tape passes the gradients through), yet Horovod's background thread would still
+# wake every cycle_time_ms to look for work: 2% of a core at the default 1 ms. It wakes
+# this rarely instead.
+SOLO_CYCLE_TIME_MS = 100.0
 
 
 def knob_env(
-    h: HorovodConfig, nccl_built: bool
+    h: HorovodConfig, nccl_built: bool, world_size: int = 2
 ) -> tuple[dict[str, str], dict[str, Any], list[str]]:
     """Horovod's environment for the config's knobs, the values in effect, and warnings.
 
     Horovod 0.28.1 ignores HOROVOD_HIERARCHICAL_ALLREDUCE unless it was built with NCCL,
-    so the record says off in that case instead of repeating what was asked.
+    so the record says off in that case instead of repeating what was asked. With
+    ``world_size`` 1 the cycle is :data:`SOLO_CYCLE_TIME_MS`.
     """
     warnings: list[str] = []
     hierarchical = h.hierarchical_allreduce
@@ -30,9 +36,10 @@ def knob_env(
             "NCCL; recorded as off"
         )
         hierarchical = False
+    cycle = SOLO_CYCLE_TIME_MS if world_size == 1 else h.cycle_time_ms
     env = {
         "HOROVOD_FUSION_THRESHOLD": str(int(h.fusion_threshold_mb * MIB)),
-        "HOROVOD_CYCLE_TIME": repr(h.cycle_time_ms),
+        "HOROVOD_CYCLE_TIME": repr(cycle),
         "HOROVOD_HIERARCHICAL_ALLREDUCE": "1" if hierarchical else "0",
         "HOROVOD_AUTOTUNE": "1" if h.autotune else "0",
     }
@@ -43,7 +50,7 @@ def knob_env(
     effective = {
         "fp16_allreduce": h.fp16_allreduce,
         "fusion_threshold_bytes": int(h.fusion_threshold_mb * MIB),
-        "cycle_time_ms": h.cycle_time_ms,
+        "cycle_time_ms": cycle,
         "hierarchical_allreduce": hierarchical,
         "timeline": h.timeline or None,
         "autotune": h.autotune,
@@ -95,7 +102,9 @@ class HorovodMode(Mode):
             )
             os.environ.update(gloo)
         check_build(hvd, required_controller(self.topo.source, os.environ))
-        env, self.knobs, warnings = knob_env(self.cfg.horovod, bool(hvd.nccl_built()))
+        env, self.knobs, warnings = knob_env(
+            self.cfg.horovod, bool(hvd.nccl_built()), self.topo.size
+        )
         os.environ.update(env)  # read by hvd.init()
         if self.cfg.trace.steps and not self.cfg.horovod.timeline:
             # hvd.start_timeline() for trace.steps needs the timeline enabled at init.
@@ -185,6 +194,8 @@ class HorovodMode(Mode):
     def initialize(self) -> None:
         from hvdbench import training
 
+        if self.topo.size == 1:  # nothing to broadcast to
+            return
         self.hvd.broadcast_variables(self.model.variables, root_rank=0)
         self.hvd.broadcast_variables(training.optimizer_variables(self.optimizer), root_rank=0)
 

@@ -7,7 +7,7 @@ import pytest
 from hvdbench import config, models, modes
 from hvdbench.errors import UsageError
 from hvdbench.models.specs import MODEL_SPECS
-from hvdbench.modes.horovod import knob_env
+from hvdbench.modes.horovod import SOLO_CYCLE_TIME_MS, knob_env
 
 
 def test_every_model_name_has_a_spec_and_a_builder():
@@ -58,6 +58,16 @@ def test_horovod_knobs_become_environment():
     assert env["HOROVOD_TIMELINE"] == "/tmp/tl.json"
     assert env["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "0"
     assert effective["fusion_threshold_bytes"] == 32 * 1024 * 1024 and warnings == []
+
+
+def test_a_world_of_one_rank_keeps_horovods_thread_quiet():
+    """One rank exchanges nothing: Horovod's background thread need not wake every 1 ms."""
+    cfg = config.load(None, ["--horovod.cycle_time_ms=1"])
+    env, effective, _ = knob_env(cfg.horovod, nccl_built=False, world_size=1)
+    assert env["HOROVOD_CYCLE_TIME"] == repr(SOLO_CYCLE_TIME_MS) and SOLO_CYCLE_TIME_MS >= 50
+    assert effective["cycle_time_ms"] == SOLO_CYCLE_TIME_MS
+    env, effective, _ = knob_env(cfg.horovod, nccl_built=False, world_size=2)
+    assert env["HOROVOD_CYCLE_TIME"] == "1.0" and effective["cycle_time_ms"] == 1.0
 
 
 def test_hierarchical_allreduce_needs_nccl():
