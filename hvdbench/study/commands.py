@@ -489,7 +489,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         }
         preds = model.predict(mode, measured, ranks, size, fit, num_ps, compute, profile, knobs)
         out += preds
-        predicted[mode] = [(p.ranks, p.efficiency_no_overlap) for p in preds]
+        partial = [(p.ranks, p.efficiency_partial) for p in preds if p.efficiency_partial]
+        no_overlap = f"{mode}, no overlap" if partial else mode
+        predicted[no_overlap] = [(p.ranks, p.efficiency_no_overlap) for p in preds]
+        if partial:
+            predicted[f"{mode}, partial overlap"] = partial
     print(model.markdown(out, fit, sizes))
     if args.plot:
         from hvdbench.study import plot
