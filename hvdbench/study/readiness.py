@@ -11,7 +11,8 @@ the fractions):
 
 * layers with kernels (``Dense``, ``Conv1D/2D/3D``, ``DepthwiseConv2D``,
   ``SeparableConv2D``): 2 FLOPs per multiply-add, i.e. 2 × kernel elements × output
-  positions (output elements / output channels);
+  positions (output elements / output channels); transposed convolutions, which multiply
+  at their input positions, are over-counted by their stride's area;
 * pooling: output elements × window; anything else (activations, normalisation, ``Add``,
   ``Lambda``, reshapes): one FLOP per output element, small beside the kernels;
 * backward: one forward-sized product per gradient the layer computes: with respect to its
@@ -112,7 +113,7 @@ def forward_flops(layer: Any) -> float:
     shape = _output_shape(layer)
     outputs = _elements(shape)
     kernels = [getattr(layer, a) for a in KERNEL_ATTRS if getattr(layer, a, None) is not None]
-    if kernels and type(layer).__name__ != "Embedding":
+    if kernels:
         positions = outputs / _channels(layer, shape)
         return 2.0 * positions * sum(int(k.shape.num_elements()) for k in kernels)
     pool = getattr(layer, "pool_size", None)
