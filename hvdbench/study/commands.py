@@ -125,7 +125,11 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="fit the scaling model to a study and predict efficiency at more ranks",
-        description="See docs/scaling_model.md.",
+        description="Predict the step time and efficiency at each N three ways: no overlap "
+        "of communication and compute (t_c + T), perfect overlap (max(t_c, T)), and, for "
+        "Horovod, partial overlap: Horovod's exchange (cycle time and fusion threshold from "
+        "the record's config) simulated against the backward pass, each gradient ready when "
+        "the model's per-layer FLOPs say. See docs/scaling_model.md.",
     )
     p.add_argument("study", help="study folder")
     p.add_argument("--ranks", default="16,64,256,1024")
@@ -431,7 +435,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hvdbench.study import model, records, report, sweep
+    from hvdbench.study import model, overlap, records, report, sweep
 
     ranks = sweep.parse_ranks(args.ranks)
     recs = records.load(args.study)
@@ -468,7 +472,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     sizes: dict[str, float] = {}
     for mode in sorted({r.mode for r in rows if r.repeats}):
         sample = next(r for r in complete if r.get("mode") == mode)
-        size = args.gradient_bytes or model.gradient_bytes(sample["config"])
+        profile, knobs = None, None
+        if mode in overlap.OVERLAPPING_MODES:
+            profile = model.gradient_profile(sample["config"])
+            knobs = overlap.Knobs.from_config(sample["config"])
+            print(overlap.describe(mode, profile, knobs))
+            size = args.gradient_bytes or sum(b for b, _ in profile)
+        else:
+            size = args.gradient_bytes or model.gradient_bytes(sample["config"])
         sizes[mode] = size
         num_ps = args.num_ps or model.num_ps_from_config(sample["config"])
         measured = {
@@ -476,9 +487,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for r in rows
             if r.mode == mode and r.repeats and r.step_time_median_ms
         }
-        preds = model.predict(mode, measured, ranks, size, fit, num_ps, compute)
+        preds = model.predict(mode, measured, ranks, size, fit, num_ps, compute, profile, knobs)
         out += preds
-        predicted[mode] = [(p.ranks, p.efficiency_no_overlap) for p in preds]
+        partial = [(p.ranks, p.efficiency_partial) for p in preds if p.efficiency_partial]
+        no_overlap = f"{mode}, no overlap" if partial else mode
+        predicted[no_overlap] = [(p.ranks, p.efficiency_no_overlap) for p in preds]
+        if partial:
+            predicted[f"{mode}, partial overlap"] = partial
     print(model.markdown(out, fit, sizes))
     if args.plot:
         from hvdbench.study import plot

@@ -6,7 +6,9 @@ gradient bytes exchanged per step and n compute ranks:
     compute   t_c          from the smallest measured run (its communication taken out)
     ring      T_ar(n)  = 2(n-1)·α + 2(n-1)/n · S/B            (0 for n = 1)
     ps        T_ps(n)  = 2·α + n·S/(p·B)                       (p parameter-server tasks)
-    step      t_c + T   without overlap;   max(t_c, T)  with perfect overlap
+    step      t_c + T   without overlap;   max(t_c, T)  with perfect overlap;
+              partial overlap: Horovod's exchange simulated against the backward pass
+              (study/overlap.py), gradients ready when the model's layers say (study/readiness.py)
     efficiency(n) = step(n0) / step(n)      (per-device rate relative to the smallest n0)
 
 α (latency per message hop) and B (link bandwidth) are fitted by least squares to the
@@ -15,6 +17,7 @@ times of ``hvdbench allreduce`` records, which follow T_ar exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvdbench.errors import UsageError
+from hvdbench.study import overlap, readiness
 
 RING = "ring_allreduce"
 PS = "parameter_server"
@@ -120,6 +124,9 @@ class Prediction:
     efficiency_overlap: float
     measured_efficiency: float | None
     measured_step_s: float | None
+    step_partial_s: float | None = None  # partial overlap (Horovod only, with a profile)
+    efficiency_partial: float | None = None
+    messages: int = 0  # fused all-reduces per step in the partial-overlap simulation
 
 
 def comm_time(mode: str, n: int, size_bytes: float, fit: LinkFit, num_ps: int = 1) -> float:
@@ -143,6 +150,8 @@ def predict(
     fit: LinkFit,
     num_ps: int = 1,
     compute: Mapping[int, float] | None = None,
+    profile: Sequence[tuple[float, float]] | None = None,
+    knobs: overlap.Knobs | None = None,
 ) -> list[Prediction]:
     """Predicted efficiency at ``ranks`` and at every measured point.
 
@@ -153,6 +162,11 @@ def predict(
     slowly as n grows, which is not communication, while what the baseline runs lack (the
     framework's own per-step work) cancels out. Beyond the largest n in ``compute``, its
     slowdown is kept.
+
+    With ``profile`` ((bytes, ready fraction of compute) per gradient, from
+    ``readiness.gradient_profile``) and a mode in ``overlap.OVERLAPPING_MODES``, a third
+    prediction simulates Horovod's exchange with ``knobs`` against the backward pass; the
+    profile's bytes are rescaled to ``size_bytes``.
     """
     if not measured:
         raise UsageError(f"predict: no complete run of mode {mode} in the study")
@@ -176,10 +190,20 @@ def predict(
 
     ref_no = t_c + comm0
     ref_ov = max(t_c, comm0)
+    exchanges: dict[int, tuple[float, overlap.Exchange]] = {}
+    if profile and mode in overlap.OVERLAPPING_MODES:
+        k = knobs or overlap.Knobs()
+        tensors = readiness.grouped(overlap.scaled(profile, size_bytes), k.groups)
+        for n in {n0, *ranks, *measured}:
+            cost = functools.partial(
+                ring_time, n, alpha_s=fit.alpha_s, bandwidth_Bps=fit.bandwidth_Bps
+            )
+            exchanges[n] = overlap.partial_overlap_step(t_c_at(n), tensors, cost, n, k)
     out = []
     for n in sorted(set(ranks) | set(measured)):
         comm = comm_time(mode, n, size_bytes, fit, num_ps)
         no, ov = t_c_at(n) + comm, max(t_c_at(n), comm)
+        pa, ex = exchanges.get(n, (None, None))
         m = measured.get(n)
         out.append(
             Prediction(
@@ -192,6 +216,9 @@ def predict(
                 ref_ov / ov,
                 m[1] if m else None,
                 m[0] if m else None,
+                pa,
+                None if pa is None else exchanges[n0][0] / pa,
+                ex.messages if ex else 0,
             )
         )
     return out
@@ -211,15 +238,19 @@ def markdown(preds: Sequence[Prediction], fit: LinkFit, size_bytes: Mapping[str,
         f"Gradient bytes per step S: {sizes}",
         "",
         "| mode | ranks | comm (ms) | step no-overlap (ms) | step overlap (ms) |"
-        " predicted eff. no-overlap | predicted eff. overlap | measured eff. | measured step (ms) |",
-        "|" + "---|" * 9,
+        " step partial (ms) | predicted eff. no-overlap | predicted eff. overlap |"
+        " predicted eff. partial | measured eff. | measured step (ms) |",
+        "|" + "---|" * 11,
     ]
     for p in preds:
+        ms = None if p.measured_step_s is None else p.measured_step_s * 1e3
+        pa = None if p.step_partial_s is None else p.step_partial_s * 1e3
         lines.append(
             f"| {p.mode} | {p.ranks} | {p.comm_s * 1e3:.3f} | {p.step_no_overlap_s * 1e3:.2f} |"
-            f" {p.step_overlap_s * 1e3:.2f} | {p.efficiency_no_overlap:.3f} |"
-            f" {p.efficiency_overlap:.3f} | {_fmt(p.measured_efficiency, '.3f')} |"
-            f" {_fmt(None if p.measured_step_s is None else p.measured_step_s * 1e3, '.2f')} |"
+            f" {p.step_overlap_s * 1e3:.2f} | {_fmt(pa, '.2f')} |"
+            f" {p.efficiency_no_overlap:.3f} | {p.efficiency_overlap:.3f} |"
+            f" {_fmt(p.efficiency_partial, '.3f')} | {_fmt(p.measured_efficiency, '.3f')} |"
+            f" {_fmt(ms, '.2f')} |"
         )
     return "\n".join(lines)
 
@@ -237,13 +268,27 @@ def num_ps_from_config(cfg: Mapping[str, Any]) -> int:
 def gradient_bytes(cfg: Mapping[str, Any]) -> int:
     """Bytes of the gradients one step exchanges: trainable parameters × 4 (float32),
     halved with Horovod's fp16 compression. Builds the model (imports TensorFlow)."""
+    model = _build_model(cfg)
+    params = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+    return params * _bytes_per_param(cfg)
+
+
+def gradient_profile(cfg: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """The record's model's gradient readiness profile (``readiness.gradient_profile``):
+    (bytes, ready fraction of compute) per trainable variable, in backward order; the bytes
+    add up to ``gradient_bytes(cfg)``. Builds the model (imports TensorFlow)."""
+    return readiness.gradient_profile(_build_model(cfg), _bytes_per_param(cfg))
+
+
+def _bytes_per_param(cfg: Mapping[str, Any]) -> int:
+    return 2 if (cfg.get("horovod") or {}).get("fp16_allreduce") else 4
+
+
+def _build_model(cfg: Mapping[str, Any]) -> Any:
     from hvdbench import config, models
 
     c = config.load(None, [f"--model.{k}={v}" for k, v in cfg["model"].items()])
-    model = models.build(c)
-    params = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
-    per = 2 if (cfg.get("horovod") or {}).get("fp16_allreduce") else 4
-    return params * per
+    return models.build(c)
 
 
 def compute_times(recs_by_n: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[int, float]:
