@@ -11,8 +11,13 @@ one ring all-reduce and pays its own latency term: ``ring_time(n, fused bytes)``
 ends when both the compute and the last all-reduce have ended (the optimizer needs every
 averaged gradient before the next step's forward pass).
 
-Not modelled: the per-cycle negotiation between ranks (a small collective; Horovod's
-response cache keeps it short), stragglers, and the CPU the background thread itself needs:
+Each cycle starts with a negotiation: the ranks agree on which tensors are ready everywhere
+through a small all-reduce of bit vectors (Horovod's controller does this every cycle,
+response cache or not), which costs the latency terms of an all-reduce of nothing,
+``ring_time(n, 0) = 2(n-1)α``, and delays the cycle's all-reduces by as much. An idle
+cycle negotiates too, so cycles come at most every ``max(cycle_time, 2(n-1)α)``.
+
+Not modelled: stragglers, and the CPU the background thread itself needs:
 on CPU ranks the reduction and the socket traffic compete with TensorFlow's compute for the
 same cores, which slows the compute that communication is supposed to hide behind.
 """
@@ -82,21 +87,25 @@ def simulate(
     cost: Callable[[float], float],
     cycle_s: float,
     fusion_bytes: float = math.inf,
+    negotiate_s: float = 0.0,
 ) -> Exchange:
     """Exchange ``tensors`` (bytes, ready time in s), ``cost(bytes)`` seconds per fused
-    all-reduce, with cycles starting at time 0 every ``cycle_s`` while the thread is idle."""
+    all-reduce. Cycles start at time 0; each first negotiates (``negotiate_s``, also when
+    nothing is ready) over the tensors ready at its start, then all-reduces them; the next
+    starts ``cycle_s`` after it started, or when it ended if that is later."""
     pending = sorted(tensors, key=lambda t: t[1])
+    period = max(cycle_s, negotiate_s)  # of idle cycles
     t, i, end, messages, cycles = 0.0, 0, 0.0, 0, 0
     while i < len(pending):
         ready = pending[i][1]
         if ready > t:  # idle: the first cycle that starts once the next tensor is ready
-            cycles_idle = (ready - t) / cycle_s if cycle_s > 0 else math.inf
-            grid = t + math.ceil(cycles_idle) * cycle_s if math.isfinite(cycles_idle) else ready
-            t = max(grid, ready)
+            waits = (ready - t) / period if period > 0 else math.inf
+            grid = t + math.ceil(waits - 1e-9) * period if waits < 1e12 else ready
+            t = max(grid, ready)  # max: rounding must not start it before the tensor
         j = i
         while j < len(pending) and pending[j][1] <= t:
             j += 1
-        busy = 0.0
+        busy = negotiate_s
         for size in _packs([b for b, _ in pending[i:j]], fusion_bytes):
             busy += cost(size)
             messages += 1
@@ -119,7 +128,10 @@ def partial_overlap_step(
     all-reduce time of a fused buffer at ``n`` ranks. One rank exchanges nothing: t_c."""
     if n <= 1 or not profile:
         return t_c, Exchange(0.0, 0, 0)
-    ex = simulate([(b, f * t_c) for b, f in profile], cost, knobs.cycle_s, knobs.fusion_bytes)
+    # Each cycle's negotiation is a small all-reduce among the ranks: its latency terms.
+    ex = simulate(
+        [(b, f * t_c) for b, f in profile], cost, knobs.cycle_s, knobs.fusion_bytes, cost(0.0)
+    )
     return max(t_c, ex.end_s), ex
 
 

@@ -107,10 +107,29 @@ def test_simulation_by_hand_cycles_fusion_and_latency() -> None:
     assert ex.end_s == pytest.approx(0.0505 + 0.051)
 
 
-def test_the_bounds_are_the_profiles_extremes() -> None:
+def test_every_cycle_negotiates_first() -> None:
+    def cost(b: float) -> float:
+        return 0.001 + b / 1000
+
+    # negotiation 3 ms > cycle 2 ms: idle cycles start at 0, 3, 6 ms; A (ready 0.5 ms) goes
+    # in the cycle at 3 ms: 3 + 3 + 11 = 17 ms; B+C (ready by 3.1 ms) in the next: 17 + 3
+    # + 26 = 46 ms; D (ready 50.5 ms): idle cycles at 46, 49, 52 ms: 52 + 3 + 51 = 106 ms
+    tensors = [(10.0, 0.0005), (20.0, 0.0030), (5.0, 0.0031), (50.0, 0.0505)]
+    ex = overlap.simulate(tensors, cost, cycle_s=0.002, negotiate_s=0.003)
+    assert ex.end_s == pytest.approx(0.106)
+    assert (ex.messages, ex.cycles) == (3, 3)
+    # in the step model the negotiation is an all-reduce of nothing: 2(n-1)·α
     knobs = overlap.Knobs(cycle_s=0.0, fusion_bytes=math.inf)
-    cost, s, t_c = ring(4, 1e-4, 1e8), 3e6, 0.05
-    comm = model.ring_time(4, s, 1e-4, 1e8)
+    step, _ = overlap.partial_overlap_step(0.010, [(1e6, 1.0)], ring(3, 1e-3, 1e9), 3, knobs)
+    # idle cycles every 4 ms: the one at 12 ms finds the gradient (ready at 10 ms)
+    assert step == pytest.approx(0.012 + 4e-3 + (4e-3 + 4 / 3 * 1e6 / 1e9))
+
+
+def test_the_bounds_are_the_profiles_extremes() -> None:
+    # without latency: no negotiation, and one message costs what three do
+    knobs = overlap.Knobs(cycle_s=0.0, fusion_bytes=math.inf)
+    cost, s, t_c = ring(4, 0.0, 1e8), 3e6, 0.05
+    comm = model.ring_time(4, s, 0.0, 1e8)
     at_end = [(1e6, 1.0)] * 3  # every gradient ready when compute ends: no overlap
     assert overlap.partial_overlap_step(t_c, at_end, cost, 4, knobs)[0] == pytest.approx(t_c + comm)
     at_start = [(1e6, 0.0)] * 3  # all ready at once at the start: perfect overlap
@@ -151,7 +170,14 @@ def test_partial_overlap_lies_between_the_bounds(
     assert step >= max(t_c, comm) - tol  # perfect overlap is a lower bound
     # Horovod's own costs the single fused message of the no-overlap bound does not pay:
     # one latency term per extra fused message, and waits for the next cycle.
-    extra = (ex.messages - 1) * 2 * (n - 1) * alpha + ex.cycles * cycle
+    # and the negotiation that starts every cycle (the first one found after a wait for
+    # ready tensors comes at most one idle period late)
+    negotiate = 2 * (n - 1) * alpha
+    extra = (
+        (ex.messages - 1) * 2 * (n - 1) * alpha
+        + ex.cycles * (cycle + negotiate)
+        + max(cycle, negotiate)
+    )
     assert step <= t_c + comm + extra + tol
     # without latency and cycle time, the simulation is strictly within the two bounds
     free = overlap.Knobs(cycle_s=0.0, fusion_bytes=threshold)
@@ -182,18 +208,20 @@ def test_predict_adds_the_partial_overlap_column() -> None:
                                                profile=profile, knobs=knobs)}  # fmt: skip
     assert preds[1].step_partial_s == pytest.approx(0.1)
     assert preds[1].efficiency_partial == pytest.approx(1.0)
-    # n = 2: 9 MB at 40 ms take 2 ms + 90 ms -> 132 ms; 1 MB at 100 ms waits, takes 12 ms
-    assert preds[2].step_partial_s == pytest.approx(0.132 + 0.012)
+    # n = 2, negotiation 2 ms, so idle cycles every 2 ms: 9 MB ready at 40 ms: 2 ms + 2 ms
+    # + 90 ms -> 134 ms; 1 MB (ready at 100 ms) in the next cycle: 2 ms + 12 ms -> 148 ms
+    assert preds[2].step_partial_s == pytest.approx(0.134 + 0.014)
     assert preds[2].messages == 2
     for p in preds.values():
         assert p.step_overlap_s <= p.step_partial_s <= p.step_no_overlap_s  # type: ignore[operator]
     # the profile is rescaled to S (e.g. fp16 compression)
     half = model.predict("horovod", measured, [2], 5e6, fit, profile=profile, knobs=knobs)
-    # 4.5 MB at 40 ms end at 87 ms; 0.5 MB ready at 100 ms take 7 ms
-    assert half[1].step_partial_s == pytest.approx(0.1 + 0.002 + 0.005)
+    # 4.5 MB at 40 ms end at 89 ms; 0.5 MB ready at 100 ms: idle cycles from 89 ms every
+    # 2 ms, the one at 101 ms takes it: 2 ms + 7 ms
+    assert half[1].step_partial_s == pytest.approx(0.101 + 0.002 + 0.007)
     table = model.markdown(list(preds.values()), fit, {"horovod": 10e6})
     assert "| step partial (ms) |" in table and "| predicted eff. partial |" in table
-    assert "| horovod | 2 | 102.000 | 202.00 | 102.00 | 144.00 | 0.495 | 0.980 | 0.694 |" in table
+    assert "| horovod | 2 | 102.000 | 202.00 | 102.00 | 148.00 | 0.495 | 0.980 | 0.676 |" in table
     # modes that do not all-reduce gradient by gradient get no partial prediction
     other = model.predict("collective_all_reduce", measured, [4], 10e6, fit, profile=profile)
     assert all(p.step_partial_s is None and p.efficiency_partial is None for p in other)
