@@ -46,6 +46,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hvdbench import slurm_conf as slurm_conf_text
+
 MAX_NODES = 4
 MIN_BURST_BYTES = 64 * 1024
 HOSTS_FILE = Path("/etc/hosts")
@@ -233,56 +235,23 @@ def hosts_tag(name: str) -> str:
 
 
 def slurm_conf(spec: NetSpec, host: str, ctld_port: int, slurmd_port: int) -> str:
-    """slurm.conf: slurmctld on the host at the bridge's address, one node per namespace."""
-    root = spec.root
-    nodes = "\n".join(
-        f"NodeName={spec.node(k)} NodeAddr={spec.address(k)} CPUs={spec.cpus} "
-        f"RealMemory=2048 State=UNKNOWN"
-        for k in range(1, spec.nodes + 1)
+    """slurm.conf: slurmctld on the host at the bridge's address, one node per namespace.
+    ``SlurmdTimeout`` is short, so that a job on a cut node ends as ``NODE_FAIL`` soon."""
+    return slurm_conf_text.render(
+        name=spec.name,
+        root=spec.root,
+        controller=(host, spec.bridge_address),
+        ctld_port=ctld_port,
+        slurmd_port=slurmd_port,
+        munge_socket=spec.root / "munge" / "munge.sock",
+        nodes=[
+            slurm_conf_text.Node(spec.node(k), spec.address(k), spec.cpus, 2048)
+            for k in range(1, spec.nodes + 1)
+        ],
+        partition="net",
+        slurmd_timeout_s=20,
+        message_timeout_s=10,
     )
-    return f"""\
-ClusterName={spec.name}
-SlurmctldHost={host}({spec.bridge_address})
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={root}/munge/munge.sock
-StateSaveLocation={root}/ctld
-SlurmdSpoolDir={root}/spool-%n
-SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd-%n.pid
-SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd-%n.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/pgid
-TaskPlugin=task/none
-SwitchType=switch/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SchedulerType=sched/builtin
-SlurmdParameters=config_overrides
-ReturnToService=2
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-PlugStackConfig={root}/plugstack.conf
-SlurmctldTimeout=30
-SlurmdTimeout=20
-JobRequeue=0
-InactiveLimit=0
-MinJobAge=300
-KillWait=5
-OverTimeLimit=0
-WaitTime=0
-MessageTimeout=10
-{nodes}
-PartitionName=net Nodes={",".join(spec.node_names)} Default=YES MaxTime=INFINITE State=UP
-"""
 
 
 def mpi_conf(spec: NetSpec) -> str:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from hvdbench import slurm_conf
+
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "sinfo")
 
 
@@ -43,65 +45,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def slurm_conf(
-    root: Path,
-    node: str,
-    *,
-    cpus: int,
-    memory_mb: int,
-    ctld_port: int,
-    slurmd_port: int,
-    munge_socket: Path,
-) -> str:
-    """A minimal slurm.conf: this host as the only node, declaring ``cpus`` CPUs.
-
-    ``SlurmdParameters=config_overrides`` lets slurmd register more CPUs than the machine
-    has, so that 1 ps + 2 workers (or 4 ranks) fit on a 2-core node.
-    """
-    return f"""\
-ClusterName=hvdbenchtest
-SlurmctldHost={node}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={munge_socket}
-StateSaveLocation={root}/ctld
-SlurmdSpoolDir={root}/spool
-SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
-SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/pgid
-TaskPlugin=task/none
-SwitchType=switch/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SchedulerType=sched/builtin
-SlurmdParameters=config_overrides
-ReturnToService=2
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-PlugStackConfig={root}/plugstack.conf
-SlurmctldTimeout=30
-SlurmdTimeout=60
-InactiveLimit=0
-MinJobAge=300
-KillWait=5
-OverTimeLimit=0
-WaitTime=0
-MessageTimeout=20
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
-"""
 
 
 class LocalSlurm:
@@ -133,7 +76,7 @@ class LocalSlurm:
         log.close()
 
     def start(self, timeout: float = 60) -> None:
-        for d in ("munge", "ctld", "spool"):
+        for d in ("munge", "ctld"):
             (self.root / d).mkdir(mode=0o700)
         os.chmod(self.root, 0o755)
         key = self.root / "munge" / "munge.key"
@@ -141,14 +84,17 @@ class LocalSlurm:
         os.chmod(key, 0o400)
         (self.root / "plugstack.conf").write_text("")
         self.conf.write_text(
-            slurm_conf(
-                self.root,
-                self.node,
-                cpus=self.cpus,
-                memory_mb=1024,
+            slurm_conf.render(
+                name="hvdbenchtest",
+                root=self.root,
+                controller=(self.node, "127.0.0.1"),
                 ctld_port=free_port(),
                 slurmd_port=free_port(),
                 munge_socket=self.munge_socket,
+                nodes=[slurm_conf.Node(self.node, "127.0.0.1", self.cpus, 1024)],
+                partition="debug",
+                slurmd_timeout_s=60,
+                message_timeout_s=20,
             )
         )
         m = self.root / "munge"
