@@ -284,8 +284,11 @@ def variants(args: argparse.Namespace, out: str, specs: list[Variant]) -> list[d
                 flush=True,
             )
     results = []
-    for label, *_ in specs:
-        r = summary(f"{label} ({n} ranks) / limit", got[label], limits, 0.90)
+    for label, _, overrides, _ in specs:
+        # the targets: 0.90 for Horovod, 0.80 for the best parameter-server mode
+        grpc = any(o.startswith("--mode.name=") and "horovod" not in o for o in overrides)
+        target = 0.80 if grpc else 0.90
+        r = summary(f"{label} ({n} ranks) / limit", got[label], limits, target)
         r["cpu_ms_per_image"] = statistics.median(cpu[label])
         r["limit_cpu_ms_per_image"] = statistics.median(limit_cpu)
         results.append(r)
@@ -309,6 +312,7 @@ def gradient_exchange(args: argparse.Namespace, out: str) -> dict[str, Any]:
                 "--launcher=mpirun",
                 "--impl=horovod,mpi4py",
                 f"--sizes={args.allreduce_sizes}",
+                f"--max-bytes-per-size={args.allreduce_budget}",
                 f"--output={d}",
             ]
         )
@@ -482,6 +486,13 @@ def main() -> int:
         help="GPUs per node: each one-rank run of the limit then gets its own GPU",
     )
     p.add_argument("--allreduce-sizes", default="1KiB..256MiB")
+    p.add_argument(
+        "--allreduce-budget",
+        default="4GiB",
+        help="bytes all-reduced per size and implementation (fewer iterations for big "
+        "messages): at 1 GiB a 256 MiB size gets 4 iterations, whose noise decides the "
+        "ratio from 64 MiB up",
+    )
     p.add_argument("--out", default=str(REPO / "perf.json"))
     args = p.parse_args()
     parts = set(args.only.split(",")) - {""}
