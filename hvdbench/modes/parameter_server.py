@@ -180,13 +180,13 @@ class GrpcGraphMode(Mode):
             ) from None
         if self.is_chief:
             self.control.announce_ready()
-        self.after_initialize()
         # Start together: a chief that began alone would fill every synchronous step
         # with its own gradients while the others are still opening their sessions.
         self.any_rank(False)
 
-    def after_initialize(self) -> None:  # noqa: B027 - hook for subclasses
-        """Run once the session exists (e.g. prime the staging buffers)."""
+    def after_session(self, sess: Any) -> None:  # noqa: B027 - hook for subclasses
+        """Run on every new training session, the first and every one recreated after a
+        lost ps task (e.g. refill the worker's local state from the ps variables)."""
 
     # --- checkpoints and summaries (chief; see hvdbench.modes.graph_state) -------------
 
@@ -250,7 +250,8 @@ class GrpcGraphMode(Mode):
             count = self.control.done_count
         drained = 0
         while n < self.num_workers:
-            self.sess.run(self.train_op)
+            with self.graph.as_default():  # a session recreated here finalizes its Scaffold
+                self.sess.run(self.train_op)
             drained += 1
             n = count()
         if drained == 0:  # the last to finish: free anyone still waiting for a token
@@ -439,6 +440,7 @@ class GrpcGraphMode(Mode):
                     self.fetches.append([g for g, _ in gv])
                     self._gradient_names = [v.name for _, v in gv]
                 self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
+                self.hooks.append(_after_session_hook(self.after_session))
                 if self.sync:
                     with tf.device(global_step.device):
                         tokens = tf.fill([n], global_step.read_value())
@@ -490,9 +492,9 @@ class ParameterServerMode(GrpcGraphMode):
         # The ps values for the next step are read before this step's update.
         return loss, self.staging.gradients(loss), [self.staging.refill]
 
-    def after_initialize(self) -> None:
+    def after_session(self, sess: Any) -> None:
         if self.staging is not None:
-            self.staging.prime(self.sess)
+            self.staging.prime(sess)
 
 
 @register("distributed_replicated")
@@ -520,8 +522,20 @@ class DistributedReplicatedMode(GrpcGraphMode):
     def _after_apply(self, apply: Any) -> Any:
         return self.copy.refresh_after(apply)
 
-    def after_initialize(self) -> None:
-        self.sess.run(self.copy.refresh)  # start from the chief's initial values
+    def after_session(self, sess: Any) -> None:
+        sess.run(self.copy.refresh)  # start from the ps values (initial, or restored)
+
+
+def _after_session_hook(fn: Any) -> Any:
+    """A session hook that calls ``fn(session)`` whenever MonitoredSession creates a
+    session: at the start, and again when it recovers from an aborted one."""
+    import tensorflow as tf
+
+    class AfterSession(tf.compat.v1.train.SessionRunHook):  # type: ignore[misc]
+        def after_create_session(self, session: Any, coord: Any) -> None:
+            fn(session)
+
+    return AfterSession()
 
 
 def _WorkerSessionCreator(target: str, config: Any, max_wait_s: float) -> Any:

@@ -47,6 +47,7 @@ class StagedVariables:
                 shapes=[v.shape for v in ps_variables],
                 capacity=2,
             )
+            self.clear_op = self.area.clear()
             self.prime_op = self.area.put([v.read_value() for v in ps_variables])
             staged = self.area.get()
             staged = staged if isinstance(staged, (list, tuple)) else [staged]
@@ -58,7 +59,10 @@ class StagedVariables:
                 self.refill = self.area.put([v.read_value() for v in ps_variables])
 
     def prime(self, sess: Any) -> None:
-        """Stage the initial values once, before the first step."""
+        """Stage the ps values before the first step of a session. A session recreated
+        after a lost ps task finds the buffer as the aborted step left it: emptied first,
+        so that the staged set is the restored ps values, one, as at the start."""
+        sess.run(self.clear_op)
         sess.run(self.prime_op)
 
     def compute_after_take(self, fn: Callable[[Any], Any]) -> Any:

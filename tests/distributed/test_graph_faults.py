@@ -113,9 +113,20 @@ def jobs():
         job.kill()
 
 
-def test_ps_task_killed_is_restarted_and_training_resumes_from_the_checkpoint(tmp_path, jobs):
+@pytest.mark.parametrize(
+    "variant",
+    [[], ["--ps.staged_vars=true"], ["--mode.name=distributed_replicated"]],
+    ids=["plain", "staged", "distributed_replicated"],
+)
+def test_ps_task_killed_is_restarted_and_training_resumes_from_the_checkpoint(
+    tmp_path, jobs, variant
+):
+    """The workers' local state (staged values, local copies of the variables) comes back
+    from the restored ps too, not only the ps variables."""
     ck = tmp_path / "ck"
-    job = Job(tmp_path, "run", *SLOW_CHIEF, "--train.num_steps=100", f"--checkpoint.dir={ck}")
+    job = Job(
+        tmp_path, "run", *SLOW_CHIEF, *variant, "--train.num_steps=100", f"--checkpoint.dir={ck}"
+    )
     jobs.append(job)
     wait_for_checkpoint(ck, job, timeout=150)
     killed_at = time.monotonic()
@@ -140,9 +151,17 @@ def test_ps_task_killed_is_restarted_and_training_resumes_from_the_checkpoint(tm
     # (the fast worker may have stepped a few times before the chief's call returned; a
     # graph started afresh would count from 0)
     assert restored <= after <= restored + 10, (restored, seen)
-    # and the weights are the checkpoint's: no jump back to an untrained model's loss
+    # and the weights are the checkpoint's: no jump back to an untrained model's loss; the
+    # first step after the recovery goes on from the loss of the steps before the kill
+    # (with local copies refreshed, or the staging buffer refilled, from the restored ps)
     losses = rec["chief_losses"]
-    assert losses[longest] < losses[0] / 2, (losses[0], losses[longest - 2 : longest + 3])
+    window = (losses[0], losses[longest - 3 : longest + 3])
+    assert losses[longest] < losses[0], window
+    assert losses[longest] <= 1.1 * max(losses[longest - 3 : longest]), window
+    if "--ps.staged_vars=true" not in variant:
+        # (staged, one-step-stale gradients make the first 20 synchronous steps at this
+        # learning rate oscillate around 2, so the loss then is not yet half the first)
+        assert losses[longest] < losses[0] / 2, window
     assert rec["global_step"] > restored + 60
     assert leftover(str(job.out)) == []
     print(
