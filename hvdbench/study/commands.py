@@ -128,8 +128,9 @@ def add_parsers(sub: Any) -> None:
         description="Predict the step time and efficiency at each N three ways: no overlap "
         "of communication and compute (t_c + T), perfect overlap (max(t_c, T)), and, for "
         "Horovod, partial overlap: Horovod's exchange (cycle time and fusion threshold from "
-        "the record's config) simulated against the backward pass, each gradient ready when "
-        "the model's per-layer FLOPs say. See docs/scaling_model.md.",
+        "the record's config, a negotiation of 2(n-1)α per cycle) simulated against the "
+        "backward pass, each gradient ready when the model's per-layer FLOPs say. See "
+        "docs/scaling_model.md.",
     )
     p.add_argument("study", help="study folder")
     p.add_argument("--ranks", default="16,64,256,1024")
