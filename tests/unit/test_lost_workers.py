@@ -4,14 +4,10 @@ job: the policy, and the local launcher's supervision on real short-lived shell 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-
 import pytest
 
 from hvdbench import config, lost_workers, spawn
-from hvdbench.cluster import Role
+from tests.shell_tasks import ShellTasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,36 +43,13 @@ def test_too_few_names_every_lost_worker():
     assert "ps.replicas_to_aggregate=2" in message
 
 
-class Tasks:
-    """ps 0 and three workers as shell processes, each in its own group."""
-
-    def __init__(self, workers: list[str], ps: str = "sleep 1.5") -> None:
-        self.procs: dict[Role, subprocess.Popen[bytes]] = {Role("ps", 0): self._popen(ps)}
-        for i, script in enumerate(workers):
-            self.procs[Role("worker", i)] = self._popen(script)
-
-    @staticmethod
-    def _popen(script: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["sh", "-c", script], start_new_session=True)
-
-    def start(self, role: Role) -> subprocess.Popen[bytes]:
-        raise AssertionError(f"no restart expected ({role})")
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+# ps 0 leaves (exit 0) after the workers, as told by the chief; it is never restarted
+PS_STAYS = ["sleep 1.5"]
 
 
 def test_a_lost_backup_worker_is_left_out(capsys):
-    tasks = Tasks(["sleep 1", "sleep 1", "kill -9 $$"])
-    try:
+    with ShellTasks(PS_STAYS, ["sleep 1", "sleep 1", "kill -9 $$"]) as tasks:
         assert spawn._supervise(tasks.procs, tasks.start, 0, backup_needed=2) == 0
-    finally:
-        tasks.kill_all()
     err = capsys.readouterr().err
     assert (
         "worker task 2 exited with code -9; worker 2 was lost; the job continues with 2 of 3" in err
@@ -84,30 +57,21 @@ def test_a_lost_backup_worker_is_left_out(capsys):
 
 
 def test_without_backup_workers_a_lost_worker_ends_the_job(capsys):
-    tasks = Tasks(["sleep 30", "sleep 30", "kill -9 $$"])
-    try:
+    with ShellTasks(PS_STAYS, ["sleep 30", "sleep 30", "kill -9 $$"]) as tasks:
         assert spawn._supervise(tasks.procs, tasks.start, 0) == 1
-    finally:
-        tasks.kill_all()
     assert "worker task 2 exited with code -9; stopping the other tasks" in capsys.readouterr().err
 
 
 def test_a_lost_chief_still_ends_the_job(capsys):
-    tasks = Tasks(["kill -9 $$", "sleep 30", "sleep 30"])
-    try:
+    with ShellTasks(PS_STAYS, ["kill -9 $$", "sleep 30", "sleep 30"]) as tasks:
         assert spawn._supervise(tasks.procs, tasks.start, 0, backup_needed=2) == 1
-    finally:
-        tasks.kill_all()
     assert "worker task 0 exited with code -9; stopping the other tasks" in capsys.readouterr().err
 
 
 def test_too_few_left_ends_the_job_after_the_chief_grace(capsys):
     # the chief (sleep 30) does not leave within its grace: the job ends anyway, named
-    tasks = Tasks(["sleep 30", "kill -9 $$", "kill -9 $$"])
-    try:
+    with ShellTasks(PS_STAYS, ["sleep 30", "kill -9 $$", "kill -9 $$"]) as tasks:
         code = spawn._supervise(tasks.procs, tasks.start, 0, backup_needed=2, chief_grace_s=0.5)
-    finally:
-        tasks.kill_all()
     assert code == 1
     err = capsys.readouterr().err
     assert (
