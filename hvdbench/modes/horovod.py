@@ -20,7 +20,7 @@ SOLO_CYCLE_TIME_MS = 100.0
 
 
 def knob_env(
-    h: HorovodConfig, nccl_built: bool, world_size: int = 2
+    h: HorovodConfig, nccl_built: bool, world_size: int
 ) -> tuple[dict[str, str], dict[str, Any], list[str]]:
     """Horovod's environment for the config's knobs, the values in effect, and warnings.
 

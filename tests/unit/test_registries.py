@@ -52,7 +52,7 @@ def test_horovod_knobs_become_environment():
             "--horovod.timeline=/tmp/tl.json",
         ],
     )
-    env, effective, warnings = knob_env(cfg.horovod, nccl_built=False)
+    env, effective, warnings = knob_env(cfg.horovod, nccl_built=False, world_size=2)
     assert env["HOROVOD_FUSION_THRESHOLD"] == str(32 * 1024 * 1024)
     assert env["HOROVOD_CYCLE_TIME"] == "2.5"
     assert env["HOROVOD_TIMELINE"] == "/tmp/tl.json"
@@ -72,13 +72,13 @@ def test_a_world_of_one_rank_keeps_horovods_thread_quiet():
 
 def test_hierarchical_allreduce_needs_nccl():
     cfg = config.load(None, ["--horovod.hierarchical_allreduce=true"])
-    env, effective, warnings = knob_env(cfg.horovod, nccl_built=False)
+    env, effective, warnings = knob_env(cfg.horovod, nccl_built=False, world_size=2)
     assert (
         env["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "0"
         and effective["hierarchical_allreduce"] is False
     )
     assert len(warnings) == 1 and "NCCL" in warnings[0]
-    env, effective, warnings = knob_env(cfg.horovod, nccl_built=True)
+    env, effective, warnings = knob_env(cfg.horovod, nccl_built=True, world_size=2)
     assert (
         env["HOROVOD_HIERARCHICAL_ALLREDUCE"] == "1" and effective["hierarchical_allreduce"] is True
     )
