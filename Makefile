@@ -130,7 +130,7 @@ test-distributed:
 test-slurm: install-slurm
 	$(call tier,slurm,tests/slurm)
 
-# Slurm across network namespaces on a bridge (hvdbench/netcluster.py; docs/multinode.md).
+# Slurm across network namespaces on a bridge (hvdbench/testbed/netcluster.py; docs/multinode.md).
 test-multinode: install-slurm
 	$(call tier,multinode,tests/multinode)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hvdbench.netcluster import NetCluster, NetSpec  # noqa: E402
-from hvdbench.slurm import srun_command  # noqa: E402
+from hvdbench.launch.slurm import srun_command  # noqa: E402
+from hvdbench.testbed.netcluster import NetCluster, NetSpec  # noqa: E402
 
 PY = sys.executable
 CONFIG = """\

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hvdbench import config
-from hvdbench.cluster import ClusterError
 from hvdbench.errors import UsageError
+from hvdbench.modes.grpc.cluster import ClusterError
 
 DESCRIPTION = """\
 Benchmark and training harness for distributed TensorFlow: Horovod ring all-reduce,
@@ -116,7 +116,7 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> config.Config:
 
 
 def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
-    from hvdbench import launcher, topology
+    from hvdbench.launch import launcher, topology
 
     cfg = _load(args, overrides)
     check_data(cfg, training=True)
@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     if args.dry_run:
         print(" ".join(launcher.rank_command([a for a in argv if a != "--dry-run"])))
         return 0
-    from hvdbench.benchmark import run_rank
+    from hvdbench.run.benchmark import run_rank
 
     return run_rank(cfg, topo, list(argv))
 
@@ -157,7 +157,7 @@ def rank_roles(cfg: config.Config, size: int) -> Callable[[int], str] | None:
     num_ps = size - cfg.launch.np
     if num_ps <= 0 or modes.get(cfg.mode.name).world_size(cfg) == cfg.launch.np:
         return None
-    from hvdbench import cluster
+    from hvdbench.modes.grpc import cluster
 
     def role(rank: int) -> str:
         r = cluster.role_from_rank(rank, size, num_ps)
@@ -181,7 +181,7 @@ def check_data(cfg: config.Config, training: bool) -> None:
 
 def launch_command(cfg: config.Config, np: int, rank_cmd: list[str]) -> list[str]:
     """The launcher argv for ``np`` processes running ``rank_cmd``, per ``cfg.launch``."""
-    from hvdbench import launcher
+    from hvdbench.launch import launcher
 
     if cfg.launch.launcher in ("auto", "mpirun"):
         return launcher.mpirun_command(
@@ -212,17 +212,18 @@ def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
-    from hvdbench import topology
+    from hvdbench.launch import topology
 
     cfg = _load(args, overrides)
     check_data(cfg, training=False)
-    from hvdbench.evaluate import evaluate
+    from hvdbench.run.evaluate import evaluate
 
     return evaluate(cfg, topology.detect(os.environ), list(argv))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from hvdbench import download, topology
+    from hvdbench.data import download
+    from hvdbench.launch import topology
 
     topo = topology.detect(os.environ)
     try:
@@ -253,7 +254,7 @@ def cmd_models() -> int:
 
 
 def cmd_check_build(args: argparse.Namespace) -> int:
-    from hvdbench import buildcheck
+    from hvdbench.launch import buildcheck
 
     required = [r.strip() for r in args.require.split(",") if r.strip()]
     report = buildcheck.run_check_build()

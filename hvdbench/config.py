@@ -768,7 +768,7 @@ def validate(cfg: Config) -> None:
             f"fault.heartbeat_interval_s({cfg.fault.heartbeat_interval_s:g})"
         )
     if cfg.mode.name != "horovod" or cfg.cluster.job_name:
-        from hvdbench.cluster import validate_cluster  # no TensorFlow behind it
+        from hvdbench.modes.grpc.cluster import validate_cluster  # no TensorFlow behind it
 
         validate_cluster(cfg)
     trace_steps(cfg.trace.steps)
@@ -778,7 +778,7 @@ def validate(cfg: Config) -> None:
             "set --data.dir=DIR (or --data.source=synthetic)"
         )
     if cfg.launch.hosts:
-        from hvdbench.launcher import parse_hosts
+        from hvdbench.launch.launcher import parse_hosts
 
         slots = sum(n for _, n in parse_hosts(cfg.launch.hosts))
         if cfg.launch.np and slots < cfg.launch.np:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 from types import TracebackType
 
-from hvdbench.cluster import Role
+from hvdbench.modes.grpc.cluster import Role
 
 
 class ShellTasks:

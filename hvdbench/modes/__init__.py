@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from hvdbench.config import MODE_NAMES, Config
 from hvdbench.errors import UsageError
-from hvdbench.topology import Topology
+from hvdbench.launch.topology import Topology
 
 _MODES: dict[str, type[Mode]] = {}
 
@@ -42,7 +42,7 @@ class Mode(abc.ABC):
     @staticmethod
     def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
         """(index, count) of this process among those that split its node's cores
-        (:func:`hvdbench.runtime.bind_cores`): its local rank and size, unless the mode's
+        (:func:`hvdbench.components.runtime.bind_cores`): its local rank and size, unless the mode's
         roles say otherwise. Runs before TensorFlow is imported."""
         return (topo.local_rank, topo.local_size)
 
@@ -93,7 +93,7 @@ class Mode(abc.ABC):
 
     def tolerates_lost_workers(self) -> bool:
         """Whether this job goes on when a non-chief worker dies (synchronous ps modes
-        with backup workers, :mod:`hvdbench.lost_workers`). By default it never does."""
+        with backup workers, :mod:`hvdbench.modes.grpc.lost_workers`). By default it never does."""
         return False
 
     def worker_lost(self, index: int) -> None:
@@ -171,7 +171,7 @@ class Mode(abc.ABC):
         gradients of the loss on its next batch (before averaging)."""
         import tensorflow as tf
 
-        from hvdbench import training
+        from hvdbench.components import training
 
         model = self.checkpoint_objects()["model"]
         variables = model.trainable_variables
@@ -223,8 +223,10 @@ def _load() -> None:
     if set(_MODES) != set(MODE_NAMES):
         from hvdbench.modes import (
             horovod,  # noqa: F401
-            parameter_server,  # noqa: F401
             tf_distribute,  # noqa: F401
+        )
+        from hvdbench.modes.grpc import (
+            parameter_server,  # noqa: F401
         )
 
 

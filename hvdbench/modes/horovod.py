@@ -72,7 +72,7 @@ def required_controller(source: str, env: dict[str, str] | os._Environ[str]) -> 
 
 def check_build(hvd: Any, controller: str | None) -> None:
     """Fail with rebuild advice when Horovod lacks the controller this launch needs."""
-    from hvdbench.buildcheck import rebuild_message
+    from hvdbench.launch.buildcheck import rebuild_message
 
     built = {"mpi": hvd.mpi_built(), "gloo": hvd.gloo_built()}
     if controller and not built[controller]:
@@ -95,7 +95,7 @@ class HorovodMode(Mode):
         self.rendezvous = None
         if self.cfg.launch.srun_controller == "gloo" and self.topo.source in ("pmix", "slurm"):
             # No horovodrun under srun: serve (rank 0) or find Horovod's Gloo rendezvous.
-            from hvdbench import netinfo
+            from hvdbench.launch import netinfo
 
             self.rendezvous, gloo = netinfo.start_gloo_rendezvous(
                 os.environ, self.cfg.launch.rendezvous_port, self.cfg.fault.heartbeat_timeout_s
@@ -126,7 +126,8 @@ class HorovodMode(Mode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models, training
+        from hvdbench import models
+        from hvdbench.components import training
         from hvdbench.data import make_input
 
         cfg = self.cfg
@@ -148,7 +149,7 @@ class HorovodMode(Mode):
     def _make_step(self, variables: list[Any]) -> Any:
         import tensorflow as tf
 
-        from hvdbench import training
+        from hvdbench.components import training
 
         hvd, cfg, model, opt = self.hvd, self.cfg, self.model, self.optimizer
         compression = hvd.Compression.fp16 if cfg.horovod.fp16_allreduce else hvd.Compression.none
@@ -192,7 +193,7 @@ class HorovodMode(Mode):
         return jit_step
 
     def initialize(self) -> None:
-        from hvdbench import training
+        from hvdbench.components import training
 
         if self.topo.size == 1:  # nothing to broadcast to
             return

@@ -9,7 +9,7 @@
   communication-free upper bound of the other modes.
 
 Every device draws its synthetic batch from ``seed + device index``, and the loss is the
-same :func:`hvdbench.training.loss_fn` as in the other modes.
+same :func:`hvdbench.components.training.loss_fn` as in the other modes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import os
 from typing import Any
 
 from hvdbench.config import Config
+from hvdbench.launch.topology import Topology
 from hvdbench.modes import Mode, register
-from hvdbench.topology import Topology
 
 
 def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
@@ -29,7 +29,7 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
     scaled by 1/replicas), clipped after the sum when clipping is on."""
     import tensorflow as tf
 
-    from hvdbench import training
+    from hvdbench.components import training
 
     wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
     replicas = strategy.num_replicas_in_sync
@@ -62,7 +62,7 @@ class CollectiveAllReduceMode(Mode):
     @staticmethod
     def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
         """The workers on one node split its cores (also under hvdbench's own launcher)."""
-        from hvdbench.cluster import core_slot
+        from hvdbench.modes.grpc.cluster import core_slot
 
         return core_slot(cfg, topo.rank, topo.local_rank, topo.local_size, 0)
 
@@ -70,14 +70,15 @@ class CollectiveAllReduceMode(Mode):
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
-        from hvdbench import spawn
+        from hvdbench.modes.grpc import spawn
 
         return spawn.launch(cfg, rank_argv, 0, dry_run)
 
     def setup(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import cluster, grpc_runtime
+        from hvdbench.modes.grpc import cluster
+        from hvdbench.modes.grpc import runtime as grpc_runtime
 
         tf.get_logger().setLevel("ERROR")
         self.membership = grpc_runtime.resolve(self.cfg, self.topo, 0)
@@ -101,7 +102,8 @@ class CollectiveAllReduceMode(Mode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models, training
+        from hvdbench import models
+        from hvdbench.components import training
         from hvdbench.data import make_input
 
         cfg = self.cfg
@@ -161,7 +163,7 @@ class CollectiveAllReduceMode(Mode):
         return self._all_reduce_max(1 if flag else 0) > 0
 
     def details(self) -> dict[str, Any]:
-        from hvdbench.cluster import describe
+        from hvdbench.modes.grpc.cluster import describe
 
         return {
             "num_workers": self.num_workers,
@@ -260,7 +262,8 @@ class ReplicatedMode(LocalDevicesMode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models, training
+        from hvdbench import models
+        from hvdbench.components import training
 
         cfg = self.cfg
         training.set_precision_policy(cfg)
@@ -302,7 +305,8 @@ class IndependentMode(LocalDevicesMode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models, training
+        from hvdbench import models
+        from hvdbench.components import training
 
         cfg = self.cfg
         training.set_precision_policy(cfg)

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hvdbench import config, slurm
+from hvdbench import config
 from hvdbench.errors import UsageError
+from hvdbench.launch import slurm
 
 COMMANDS = ("submit", "sweep", "allreduce", "report", "predict")
 TAKES_OVERRIDES = ("submit", "sweep")
@@ -215,7 +216,7 @@ def _submit_env() -> dict[str, str]:
 
 
 def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
-    from hvdbench import launcher
+    from hvdbench.launch import launcher
     from hvdbench.study import sweep
 
     if args.repeats < 1:
@@ -331,7 +332,8 @@ def _submit_sweep(
 
 
 def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from hvdbench import allreduce, launcher, topology
+    from hvdbench.launch import launcher, topology
+    from hvdbench.study import allreduce
 
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
     for i in impls:
@@ -375,7 +377,7 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.model:
         sizes = allreduce.model_gradient_sizes(args.model)
     if args.srun_controller == "gloo" and topo.source in ("pmix", "slurm"):
-        from hvdbench import netinfo
+        from hvdbench.launch import netinfo
 
         _rendezvous, gloo = netinfo.start_gloo_rendezvous(os.environ, 0, 60.0)
         os.environ.update(gloo)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hvdbench import record
+from hvdbench.components import record
 from hvdbench.errors import UsageError
 
 BENCHMARK = "benchmark"

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from hvdbench import metrics
+from hvdbench.components import metrics
 from hvdbench.errors import UsageError
 from hvdbench.study import records
 

@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvdbench import config, record
+from hvdbench import config
+from hvdbench.components import record
 from hvdbench.errors import UsageError
 from hvdbench.study import records
 

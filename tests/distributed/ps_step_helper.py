@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from hvdbench import config, topology
+from hvdbench import config
+from hvdbench.launch import topology
 from hvdbench.modes import get
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdbench.watchdog import EXIT_FAULT
+from hvdbench.components.watchdog import EXIT_FAULT
 from tests.conftest import base_env
 
 pytestmark = pytest.mark.distributed

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvdbench import launcher
+from hvdbench.launch import launcher
 from tests.conftest import REPO, base_env, hvdbench, run
 
 pytestmark = pytest.mark.distributed

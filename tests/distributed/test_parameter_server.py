@@ -191,7 +191,7 @@ def test_port_in_use_is_named(tmp_path):
 def test_sync_step_equals_single_process_step_on_the_concatenated_batch(tmp_path):
     import subprocess
 
-    from hvdbench import cluster
+    from hvdbench.modes.grpc import cluster
     from tests.conftest import _kill_group  # noqa: PLC0415
 
     ports = cluster.free_ports(3)
@@ -230,7 +230,8 @@ def test_sync_step_equals_single_process_step_on_the_concatenated_batch(tmp_path
 
     import tensorflow as tf
 
-    from hvdbench import config, models, training
+    from hvdbench import config, models
+    from hvdbench.components import training
     from hvdbench.data.synthetic import synthetic_batch
 
     cfg = config.load(None, ["--model.name=mnist_mlp", "--train.weight_decay=0.001"])
@@ -251,7 +252,7 @@ def test_sync_step_equals_single_process_step_on_the_concatenated_batch(tmp_path
 
 def test_ps_without_a_chief_leaves_after_its_timeout(tmp_path):
     """A ps whose chief never speaks exits by itself (exit 1, one line), not never."""
-    from hvdbench import cluster
+    from hvdbench.modes.grpc import cluster
 
     ps_port, worker_port = cluster.free_ports(2)
     r = hvdbench(
@@ -271,7 +272,7 @@ def test_ps_without_a_chief_leaves_after_its_timeout(tmp_path):
 
 
 def test_worker_without_its_ps_gives_up_with_one_line(tmp_path):
-    from hvdbench import cluster
+    from hvdbench.modes.grpc import cluster
 
     ps_port, worker_port = cluster.free_ports(2)
     r = hvdbench(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdbench import launcher
+from hvdbench.launch import launcher
 from tests import datagen
 from tests.conftest import base_env, hvdbench, run
 

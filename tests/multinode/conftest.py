@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdbench.netcluster import NetCluster, NetClusterError, NetSpec
+from hvdbench.testbed.netcluster import NetCluster, NetClusterError, NetSpec
 from tests import slurm_jobs
 from tests.conftest import base_env
 

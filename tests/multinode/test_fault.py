@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdbench.netcluster import NetCluster
 from hvdbench.study import records
+from hvdbench.testbed.netcluster import NetCluster
 from tests.conftest import REPO, run
 from tests.multinode.conftest import net_env, wait_for_job, wait_for_text
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from hvdbench.netcluster import HOSTS_FILE, NetCluster, NetSpec
+from hvdbench.testbed.netcluster import HOSTS_FILE, NetCluster, NetSpec
 from tests.conftest import REPO, base_env, run
 from tests.multinode.conftest import free_subnet, skip_unless_possible
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.multinode
 
 
 def _cli(*args: str) -> str:
-    r = run([sys.executable, "-m", "hvdbench.netcluster", "--name", "hvdmtb", *args],
+    r = run([sys.executable, "-m", "hvdbench.testbed.netcluster", "--name", "hvdmtb", *args],
             env=base_env(), cwd=REPO, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.output
     return r.stdout
@@ -42,7 +42,7 @@ def test_build_is_idempotent_and_teardown_leaves_nothing() -> None:
         _cli("up", "--nodes", "2", "--subnet", subnet, "--rate", "1gbit")
         assert c.load_state()["pids"] == pids
         # own hostname per node, the node's address, tbf on both ends of the link
-        r = run([sys.executable, "-m", "hvdbench.netcluster", "--name", "hvdmtb", "exec",
+        r = run([sys.executable, "-m", "hvdbench.testbed.netcluster", "--name", "hvdmtb", "exec",
                  "hvdmtb2", "--", "sh", "-c", "hostname; ip -o -4 addr show dev eth0; "
                  "tc qdisc show dev eth0; getent hosts hvdmtb1"],
                 env=base_env(), cwd=REPO, timeout=30)  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvdbench import buildcheck
+from hvdbench.launch import buildcheck
 
 CPU_BUILD = """\
 Horovod v0.28.1:

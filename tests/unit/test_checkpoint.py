@@ -7,7 +7,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from hvdbench import checkpoint, config  # noqa: E402
+from hvdbench import config  # noqa: E402
+from hvdbench.components import checkpoint  # noqa: E402
 
 
 def make(tmp_path, value: float):

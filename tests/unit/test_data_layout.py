@@ -135,7 +135,8 @@ def test_cli_eval_without_checkpoint_is_one_line_before_tensorflow(tmp_path):
 
 
 def test_input_pipeline_verdict_arithmetic():
-    from hvdbench import hooks, metrics
+    from hvdbench.components import metrics
+    from hvdbench.run import hooks
 
     real = metrics.aggregate(
         [metrics.RankMeasurement(r, "h", 10, (0.2, 0.2), 0.4) for r in range(2)]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdbench import download
-from hvdbench.data import layout
+from hvdbench.data import download, layout
 from tests import datagen
 from tests.conftest import hvdbench
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import config, launcher
+from hvdbench import config
 from hvdbench.cli import launch_command
 from hvdbench.errors import UsageError
+from hvdbench.launch import launcher
 
 RANK = ["/venv/bin/python", "-m", "hvdbench", "run", "--np", "2"]
 

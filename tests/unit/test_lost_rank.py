@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hvdbench import cli, config, launcher
+from hvdbench import cli, config
+from hvdbench.launch import launcher
 
 
 def test_mpirun_message_gives_the_rank():

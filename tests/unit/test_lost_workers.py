@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import config, lost_workers, spawn
+from hvdbench import config
+from hvdbench.modes.grpc import lost_workers, spawn
 from tests.shell_tasks import ShellTasks
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,7 +86,7 @@ def test_the_chief_watchdog_leaves_out_a_rank_whose_process_exited():
     import socket
     import time
 
-    from hvdbench import watchdog
+    from hvdbench.components import watchdog
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from hvdbench import metrics
+from hvdbench.components import metrics
 
 
 def test_perf_timing_matches_tf_cnn_benchmarks_definitions():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdbench import netcluster as nc
-from hvdbench import netinfo
+from hvdbench.launch import netinfo
+from hvdbench.testbed import netcluster as nc
 
 SPEC = nc.NetSpec(name="hvdnet", nodes=2, subnet="10.213.0", rate="1gbit", burst="256kb")
 

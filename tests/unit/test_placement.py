@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvdbench import placement
+from hvdbench.modes.grpc import placement
 
 
 def test_greedy_least_loaded_first_lowest_index_on_ties():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import cluster, config
-from hvdbench.cluster import ClusterSpec, Role
+from hvdbench import config
 from hvdbench.errors import UsageError
+from hvdbench.modes.grpc import cluster
+from hvdbench.modes.grpc.cluster import ClusterSpec, Role
 
 PS = "--mode.name=parameter_server"
 
@@ -187,7 +188,7 @@ def test_port_in_use_is_named():
 
 
 def test_spawn_task_argv():
-    from hvdbench import spawn
+    from hvdbench.modes.grpc import spawn
 
     cfg = load(PS, "--launch.np=2", "--ps.num_ps=1")
     spec, roles = spawn.plan(cfg, 1, [10, 11, 12])

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from hvdbench import record
+from hvdbench.components import record
 
 
 def test_write_atomic_leaves_only_the_whole_file(tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import cluster, config, runtime
+from hvdbench import config
+from hvdbench.components import runtime
+from hvdbench.modes.grpc import cluster
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import slurm
 from hvdbench.errors import UsageError
+from hvdbench.launch import slurm
 from hvdbench.study import commands, sweep
 from tests.conftest import REPO, hvdbench
 
@@ -255,7 +255,7 @@ def test_topology_matches_what_the_local_slurm_showed() -> None:
     """Checked on the real cluster (tests/slurm): the batch step has no SLURM_STEP_ID; srun
     steps have a numeric one. mpirun across nodes starts its daemons with srun, so remote
     ranks see a numeric step id and SLURM_PROCID = node index: Open MPI's variables win."""
-    from hvdbench import topology
+    from hvdbench.launch import topology
 
     batch = {"SLURM_JOB_ID": "5", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
     assert not topology.in_srun_step(batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench import spawn
+from hvdbench.modes.grpc import spawn
 from tests.shell_tasks import ShellTasks
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdbench import config
-from hvdbench.hooks import RunHooks
+from hvdbench.run.hooks import RunHooks
 
 
 class _Mode:

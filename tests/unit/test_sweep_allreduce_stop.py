@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from hvdbench import allreduce, stopping
+from hvdbench.components import stopping
 from hvdbench.errors import UsageError
-from hvdbench.study import sweep
+from hvdbench.study import allreduce, sweep
 
 
 def test_parse_ranks_and_modes() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hvdbench.topology import detect, expand_nodelist, expand_tasks_per_node, in_srun_step
+from hvdbench.launch.topology import detect, expand_nodelist, expand_tasks_per_node, in_srun_step
 
 
 def test_alone():

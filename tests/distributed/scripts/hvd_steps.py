@@ -16,8 +16,10 @@ import sys
 
 import numpy as np
 
-from hvdbench import config, models, runtime, topology, training
+from hvdbench import config, models
+from hvdbench.components import runtime, training
 from hvdbench.data.synthetic import synthetic_batch
+from hvdbench.launch import topology
 
 
 def dump(out: str, name: str, variables) -> None:

@@ -5,8 +5,8 @@ host lists, servers advertised on loopback, the wrong network interface). This m
 each "node" its own network namespace, address, hostname and ``slurmd``, so that hvdbench's
 Slurm scripts run across real (virtual) links::
 
-    python -m hvdbench.netcluster up [--nodes 2] [--rate 1gbit]   # prints SLURM_CONF
-    python -m hvdbench.netcluster status | down | exec NODE -- CMD | cut NODE | restore NODE
+    python -m hvdbench.testbed.netcluster up [--nodes 2] [--rate 1gbit]   # prints SLURM_CONF
+    python -m hvdbench.testbed.netcluster status | down | exec NODE -- CMD | cut NODE | restore NODE
 
 Layout, for the default name ``hvdnet`` and subnet ``10.213.0``:
 
@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hvdbench import slurm_conf as slurm_conf_text
+from hvdbench.testbed import slurm_conf as slurm_conf_text
 
 MAX_NODES = 4
 MIN_BURST_BYTES = 64 * 1024
@@ -621,7 +621,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m hvdbench.netcluster",
+        prog="python -m hvdbench.testbed.netcluster",
         description="A multi-node Slurm cluster of network namespaces on this machine (root).",
     )
     p.add_argument("--name", default=NetSpec.name, help="prefix of every name (default hvdnet)")

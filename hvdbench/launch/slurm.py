@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hvdbench.errors import UsageError
-from hvdbench.topology import expand_nodelist, in_srun_step
+from hvdbench.launch.topology import expand_nodelist, in_srun_step
 
 # What Slurm sends before the time limit, and how long before (seconds). Slurm may send it
 # up to 60 s earlier than asked, so the margin only has to cover writing the record.

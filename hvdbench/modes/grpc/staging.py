@@ -26,7 +26,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import data_flow_ops  # private: StagingArea is not exported
 
-from hvdbench.modes.graph_training import local_model_copy
+from hvdbench.modes.grpc.graph_training import local_model_copy
 
 v1 = tf.compat.v1
 

@@ -5,7 +5,7 @@ builds the explicit cluster (``--cluster.*`` overrides, so each child is an ordi
 explicit-cluster run), starts the tasks in one process group, and supervises them:
 
 * a worker that fails ends the job at once (its exit code is the job's), except a
-  non-chief worker of a synchronous job with backup workers (:mod:`hvdbench.lost_workers`):
+  non-chief worker of a synchronous job with backup workers (:mod:`hvdbench.modes.grpc.lost_workers`):
   it is named and left out while enough workers remain to fill a step;
 * a ps task that dies while workers still run is restarted on the same port, at most
   ``fault.ps_max_restarts`` times: the workers' ``MonitoredTrainingSession`` recovers from
@@ -24,9 +24,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from hvdbench import cluster, launcher, lost_workers, stopping
-from hvdbench.cluster import ClusterSpec, Role
+from hvdbench.components import stopping
 from hvdbench.config import Config
+from hvdbench.launch import launcher
+from hvdbench.modes.grpc import cluster, lost_workers
+from hvdbench.modes.grpc.cluster import ClusterSpec, Role
 
 PS_GRACE_S = 30.0
 

@@ -2,7 +2,7 @@
 
 ``SyncReplicasOptimizer`` wraps ``tf.compat.v1.train`` optimizers only, so the gRPC graph
 modes use those, with every hyperparameter taken from the config as in the Keras modes
-(the loss, L2 term included, is :func:`hvdbench.training.loss_fn` in every mode).
+(the loss, L2 term included, is :func:`hvdbench.components.training.loss_fn` in every mode).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
-from hvdbench.topology import Topology
+from hvdbench.launch.topology import Topology
 
 
 def core_slice(cores: Sequence[int], local_rank: int, local_size: int) -> list[int]:

@@ -2,7 +2,7 @@
 
 Two clusters use it: the one-node cluster on loopback of the Slurm test tier
 (``tests/slurm/cluster.py``) and the multi-node cluster of network namespaces
-(:mod:`hvdbench.netcluster`). Both run every daemon as root from one state directory,
+(:mod:`hvdbench.testbed.netcluster`). Both run every daemon as root from one state directory,
 with munge on a private socket, no accounting, no cgroups (``proctrack/pgid``), and
 ``SlurmdParameters=config_overrides`` so that a node may declare more CPUs than the
 machine has (1 ps + 2 workers, or 4 ranks, on 2 cores).

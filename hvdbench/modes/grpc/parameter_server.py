@@ -1,7 +1,7 @@
 """Between-graph replication with parameter servers (``tf.compat.v1``).
 
 Every worker builds its own graph; ``replica_device_setter`` puts the variables on the ps
-tasks, balanced by byte size (:mod:`hvdbench.placement`), and the computation on the
+tasks, balanced by byte size (:mod:`hvdbench.modes.grpc.placement`), and the computation on the
 worker. Worker 0, the chief, initialises the variables through ``MonitoredTrainingSession``
 and writes the record; the other workers wait for its word before they start.
 
@@ -9,14 +9,14 @@ and writes the record; the other workers wait for its word before they start.
   gradients per global step (all workers by default; fewer makes the slowest workers
   backups whose late gradients are dropped).
 * **async**: each worker applies its own gradients as soon as it has them.
-* **staged_vars**: see :mod:`hvdbench.modes.staging`.
+* **staged_vars**: see :mod:`hvdbench.modes.grpc.staging`.
 
 Ending a synchronous job takes care: a worker that has finished its measured steps keeps
 contributing gradients (unmeasured) until every worker has finished, so that no one waits
 for a gradient that will never come; the last one to finish releases any worker still
 waiting for a token. The chief then stops the ps tasks through their control queues.
 With backup workers, a non-chief worker that dies is left out of that ending (the drain,
-the collection of measurements, the final barrier): see :mod:`hvdbench.lost_workers`.
+the collection of measurements, the final barrier): see :mod:`hvdbench.modes.grpc.lost_workers`.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from hvdbench.config import Config
+from hvdbench.launch.topology import Topology
 from hvdbench.modes import Mode, register
-from hvdbench.topology import Topology
 
 
 class GrpcGraphMode(Mode):
     """The parts of the ps modes around the graph: cluster, servers, control, shutdown."""
 
-    # Checkpoints and summaries (the chief's; see hvdbench.modes.graph_state)
+    # Checkpoints and summaries (the chief's; see hvdbench.modes.grpc.graph_state)
     mirror: Any = None  # the GraphMirror, with checkpoint.dir on the chief
     _last_gradients: list[tuple[str, Any]] | None = None  # summary.verbosity >= 2
     _restored_step: int | None = None  # to load into the graph at the next session
@@ -48,14 +48,14 @@ class GrpcGraphMode(Mode):
 
     @staticmethod
     def world_formula(cfg: Config, workers: int) -> str:
-        from hvdbench.cluster import world_formula
+        from hvdbench.modes.grpc.cluster import world_formula
 
         return world_formula(cfg.ps.num_ps, workers)
 
     @staticmethod
     def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
         """Workers split the node's cores; a ps task floats over all of them."""
-        from hvdbench.cluster import core_slot
+        from hvdbench.modes.grpc.cluster import core_slot
 
         return core_slot(cfg, topo.rank, topo.local_rank, topo.local_size, cfg.ps.num_ps)
 
@@ -63,7 +63,7 @@ class GrpcGraphMode(Mode):
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
-        from hvdbench import spawn
+        from hvdbench.modes.grpc import spawn
 
         return spawn.launch(cfg, rank_argv, cfg.ps.num_ps, dry_run)
 
@@ -72,7 +72,7 @@ class GrpcGraphMode(Mode):
     def setup(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import grpc_runtime as gr
+        from hvdbench.modes.grpc import runtime as gr
 
         cfg = self.cfg
         tf.get_logger().setLevel("ERROR")  # tf.compat.v1's deprecation notices
@@ -109,8 +109,8 @@ class GrpcGraphMode(Mode):
 
     def tolerates_lost_workers(self) -> bool:
         """Synchronous with backup workers, and not under MPI (whose launcher ends the
-        whole job when a rank dies): see :mod:`hvdbench.lost_workers`."""
-        from hvdbench import lost_workers
+        whole job when a rank dies): see :mod:`hvdbench.modes.grpc.lost_workers`."""
+        from hvdbench.modes.grpc import lost_workers
 
         return not self.membership.under_mpi and lost_workers.tolerates(self.cfg, self.num_workers)
 
@@ -126,7 +126,7 @@ class GrpcGraphMode(Mode):
     def initialize(self) -> None:
         import tensorflow as tf
 
-        from hvdbench.cluster import ClusterError
+        from hvdbench.modes.grpc.cluster import ClusterError
 
         v1 = tf.compat.v1
         cfg = self.cfg
@@ -188,11 +188,11 @@ class GrpcGraphMode(Mode):
         """Run on every new training session, the first and every one recreated after a
         lost ps task (e.g. refill the worker's local state from the ps variables)."""
 
-    # --- checkpoints and summaries (chief; see hvdbench.modes.graph_state) -------------
+    # --- checkpoints and summaries (chief; see hvdbench.modes.grpc.graph_state) -------------
 
     def _restore_into_graph(self, scaffold: Any, sess: Any) -> None:
         if self._graph_sessions > 0 and self._reload is not None:
-            from hvdbench.modes.graph_state import eagerly
+            from hvdbench.modes.grpc.graph_state import eagerly
 
             self._restored_step = eagerly(self._reload)
         self._graph_sessions += 1
@@ -284,7 +284,7 @@ class GrpcGraphMode(Mode):
     def _take_live(self, timeout_s: float) -> list[dict[str, Any]]:
         """The chief's collection when workers may be lost: every other worker's item,
         except those of the workers left out (also one lost while the chief waits)."""
-        from hvdbench.cluster import ClusterError
+        from hvdbench.modes.grpc.cluster import ClusterError
 
         deadline = time.monotonic() + timeout_s
         items: list[dict[str, Any]] = []
@@ -362,7 +362,7 @@ class GrpcGraphMode(Mode):
         self.control.close()
 
     def details(self) -> dict[str, Any]:
-        from hvdbench.cluster import describe
+        from hvdbench.modes.grpc.cluster import describe
 
         out: dict[str, Any] = {
             "num_ps": len(self.membership.spec.ps),
@@ -389,9 +389,9 @@ class GrpcGraphMode(Mode):
         import tensorflow as tf
 
         from hvdbench import models
-        from hvdbench.grpc_runtime import ControlPlane
-        from hvdbench.modes import graph_training as gt
-        from hvdbench.placement import GreedyByteSize
+        from hvdbench.modes.grpc import graph_training as gt
+        from hvdbench.modes.grpc.placement import GreedyByteSize
+        from hvdbench.modes.grpc.runtime import ControlPlane
 
         v1 = tf.compat.v1
         cfg = self.cfg
@@ -447,7 +447,7 @@ class GrpcGraphMode(Mode):
                         self.release_op = opt._sync_token_queue.enqueue_many((tokens,))
             self.control = ControlPlane(num_ps, n)
         if self.is_chief and cfg.checkpoint.dir:
-            from hvdbench.modes.graph_state import GraphMirror
+            from hvdbench.modes.grpc.graph_state import GraphMirror
 
             self.mirror = GraphMirror(
                 self.graph, model.variables, global_step, lambda: models.build(cfg)
@@ -457,7 +457,7 @@ class GrpcGraphMode(Mode):
         self, opt: Any, model: Any, images: Any, labels: Any
     ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
         """The loss, (gradient, ps variable) pairs, and what the gradients must wait for."""
-        from hvdbench import training
+        from hvdbench.components import training
 
         loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
         return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
@@ -479,8 +479,9 @@ class ParameterServerMode(GrpcGraphMode):
             return super()._gradients(opt, model, images, labels)
         import tensorflow as tf
 
-        from hvdbench import models, training
-        from hvdbench.modes.staging import StagedVariables
+        from hvdbench import models
+        from hvdbench.components import training
+        from hvdbench.modes.grpc.staging import StagedVariables
 
         cfg = self.cfg
         with tf.compat.v1.device(None):  # the local copy stays off the ps
@@ -508,8 +509,9 @@ class DistributedReplicatedMode(GrpcGraphMode):
     ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
         import tensorflow as tf
 
-        from hvdbench import models, training
-        from hvdbench.modes.graph_training import LocalCopy
+        from hvdbench import models
+        from hvdbench.components import training
+        from hvdbench.modes.grpc.graph_training import LocalCopy
 
         cfg = self.cfg
         with tf.compat.v1.device(None):  # the copy stays on the worker

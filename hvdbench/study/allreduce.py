@@ -229,7 +229,8 @@ def run_rank(
 def write(
     output_dir: str, results: Sequence[Result], facts: dict[str, Any], argv: list[str]
 ) -> Path:
-    from hvdbench import record, slurm
+    from hvdbench.components import record
+    from hvdbench.launch import slurm
 
     n = int(facts["world_size"])
     data = {

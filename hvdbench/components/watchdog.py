@@ -16,7 +16,7 @@ process with :data:`EXIT_FAULT`; the launcher brings the rest of the job down. A
 rank aborts when it loses the chief.
 
 With an ``on_lost`` callback (the chief of a synchronous job with backup workers, see
-:mod:`hvdbench.lost_workers`), a non-chief rank whose process exited is handed to the
+:mod:`hvdbench.modes.grpc.lost_workers`), a non-chief rank whose process exited is handed to the
 callback instead: it returns ``None`` to leave the rank out and keep watching the others,
 or the message to abort with. A rank that stopped responding still aborts the job.
 """

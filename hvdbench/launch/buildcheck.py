@@ -41,7 +41,7 @@ def rebuild_message(missing: list[str]) -> str:
 
 def run_check_build(horovodrun: str | None = None) -> dict[str, bool]:
     """Run ``horovodrun --check-build`` and parse it."""
-    from hvdbench.launcher import tool_path
+    from hvdbench.launch.launcher import tool_path
 
     exe = horovodrun or tool_path("horovodrun")
     try:

@@ -20,7 +20,8 @@ import sys
 import time
 from typing import Any
 
-from hvdbench import config, metrics
+from hvdbench import config
+from hvdbench.components import metrics
 from hvdbench.config import CheckpointConfig, Config
 from hvdbench.modes import Mode
 
@@ -60,7 +61,7 @@ class RunHooks:
         """The chief saves into ``ckpt.dir``; another worker of a collective save (a mode
         with ``checkpoint_on_every_worker``) writes its share to a scratch directory that
         :meth:`finish` removes."""
-        from hvdbench.checkpoint import Checkpointer
+        from hvdbench.components.checkpoint import Checkpointer
 
         if not self.mode.is_chief:
             import tempfile

@@ -4,7 +4,7 @@ The graph modes keep their variables on the ps tasks, inside a graph that
 ``MonitoredTrainingSession`` finalises before the first step. ``tf.train.Checkpoint``
 builds its save ops lazily at the first save, which a finalised graph refuses, so the
 chief keeps an **eager mirror** instead: a Keras model of the same architecture (and one
-eager variable per optimizer slot), which :class:`hvdbench.checkpoint.Checkpointer` saves
+eager variable per optimizer slot), which :class:`hvdbench.components.checkpoint.Checkpointer` saves
 and restores exactly as in the eager modes. So every checkpoint is object-based with the
 model under ``model``, and `hvdbench eval` reads it whatever mode trained it.
 

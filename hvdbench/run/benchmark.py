@@ -15,21 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import (
-    lost_workers,
-    metrics,
-    modes,
-    netinfo,
-    record,
-    runtime,
-    slurm,
-    stopping,
-    watchdog,
-)
+from hvdbench import modes
+from hvdbench.components import metrics, record, runtime, stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
-from hvdbench.hooks import RunHooks
-from hvdbench.topology import Topology
+from hvdbench.launch import netinfo, slurm
+from hvdbench.launch.topology import Topology
+from hvdbench.modes.grpc import lost_workers
+from hvdbench.run.hooks import RunHooks
 
 
 def check_world_size(cfg: Config, topo: Topology) -> None:

@@ -30,11 +30,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from hvdbench import cluster, netinfo
-from hvdbench.cluster import ClusterError, ClusterSpec, Role
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
-from hvdbench.topology import Topology
+from hvdbench.launch import netinfo
+from hvdbench.launch.topology import Topology
+from hvdbench.modes.grpc import cluster
+from hvdbench.modes.grpc.cluster import ClusterError, ClusterSpec, Role
 
 v1 = tf.compat.v1
 
