@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hvdbench import config
-from hvdbench.errors import UsageError
-from hvdbench.modes.grpc.cluster import ClusterError
+from hvdbench.errors import ClusterError, DownloadError, UsageError
 
 DESCRIPTION = """\
 Benchmark and training harness for distributed TensorFlow: Horovod ring all-reduce,
@@ -134,7 +133,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
 
         np = modes.get(cfg.mode.name).world_size(cfg)
         rank_argv = [a for a in argv if a != "--dry-run"]
-        cmd = launch_command(cfg, np, launcher.rank_command(rank_argv))
+        cmd = launcher.launch_command(cfg, np, launcher.rank_command(rank_argv))
         if args.dry_run:
             print(" ".join(cmd))
             return 0
@@ -179,30 +178,6 @@ def check_data(cfg: config.Config, training: bool) -> None:
     layout.files(cfg.data.source, cfg.data.dir, training)
 
 
-def launch_command(cfg: config.Config, np: int, rank_cmd: list[str]) -> list[str]:
-    """The launcher argv for ``np`` processes running ``rank_cmd``, per ``cfg.launch``."""
-    from hvdbench.launch import launcher
-
-    if cfg.launch.launcher in ("auto", "mpirun"):
-        return launcher.mpirun_command(
-            np,
-            rank_cmd,
-            hosts=cfg.launch.hosts,
-            network_interface=cfg.launch.network_interface,
-            export=launcher.export_names(os.environ) if cfg.launch.hosts else (),
-            oversubscribe=np > len(os.sched_getaffinity(0)),
-            mpirun=launcher.tool_path("mpirun"),
-        )
-    return launcher.horovodrun_command(
-        np,
-        rank_cmd,
-        hosts=cfg.launch.hosts,
-        controller=cfg.launch.controller,
-        network_interface=cfg.launch.network_interface,
-        horovodrun=launcher.tool_path("horovodrun"),
-    )
-
-
 def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.config_command == "keys":
         print(config.describe())
@@ -235,7 +210,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             topo.rank,
             topo.size if topo.launched else 1,
         )
-    except download.DownloadError as e:
+    except DownloadError as e:
         print(f"hvdbench: error: {e}", file=sys.stderr)
         return 1
     if not topo.launched or topo.rank == 0:

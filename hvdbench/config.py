@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 
 from hvdbench.errors import UsageError
+from hvdbench.models.specs import MODEL_SPECS
 
 SCHEMA_VERSION = 1
 
@@ -753,8 +754,6 @@ def validate(cfg: Config) -> None:
         sec = getattr(cfg, section)
         for f in dataclasses.fields(sec):
             _check_field(section, f, getattr(sec, f.name))
-    from hvdbench.models.specs import MODEL_SPECS  # no TensorFlow behind it
-
     spec = MODEL_SPECS[cfg.model.name]
     size = cfg.model.image_size or spec.image_size
     if size < spec.min_image_size:
@@ -768,9 +767,7 @@ def validate(cfg: Config) -> None:
             f"fault.heartbeat_interval_s({cfg.fault.heartbeat_interval_s:g})"
         )
     if cfg.mode.name != "horovod" or cfg.cluster.job_name:
-        from hvdbench.modes.grpc.cluster import validate_cluster  # no TensorFlow behind it
-
-        validate_cluster(cfg)
+        _validate_cluster(cfg)
     trace_steps(cfg.trace.steps)
     if cfg.data.source != "synthetic" and not cfg.data.dir:
         raise UsageError(
@@ -778,13 +775,107 @@ def validate(cfg: Config) -> None:
             "set --data.dir=DIR (or --data.source=synthetic)"
         )
     if cfg.launch.hosts:
-        from hvdbench.launch.launcher import parse_hosts
-
         slots = sum(n for _, n in parse_hosts(cfg.launch.hosts))
         if cfg.launch.np and slots < cfg.launch.np:
             raise UsageError(
                 f"launch.hosts: {slots} slots in '{cfg.launch.hosts}' < launch.np({cfg.launch.np})"
             )
+
+
+def needs_ps(mode: str) -> bool:
+    return mode in PS_MODES
+
+
+def _validate_cluster(cfg: Config) -> None:
+    """The cross-key checks of the gRPC and local-device modes; raise UsageError."""
+    mode, ps, cl, np = cfg.mode.name, cfg.ps, cfg.cluster, cfg.launch.np
+    if mode == "horovod":
+        raise UsageError(
+            "cluster.job_name: only the gRPC modes take a cluster role; mode is horovod"
+        )
+    if mode in LOCAL_DEVICE_MODES:
+        if np > 1:
+            raise UsageError(
+                f"launch.np: mode {mode} runs in one process on mode.num_devices("
+                f"{cfg.mode.num_devices}) devices; got launch.np({np}), use 0 or 1"
+            )
+        if cl.job_name or cl.ps_hosts or cl.worker_hosts:
+            raise UsageError(f"cluster: mode {mode} runs in one process and takes no cluster")
+        return
+    assert mode in GRPC_MODES
+    if cfg.train.mixed_precision != "none":
+        raise UsageError(
+            f"train.mixed_precision: {cfg.train.mixed_precision!r} is not supported by mode "
+            f"{mode}; use none"
+        )
+    if cfg.train.jit_compile and mode != "collective_all_reduce":
+        raise UsageError(f"train.jit_compile: not supported by mode {mode}; use false")
+    if ps.staged_vars and mode != "parameter_server":
+        raise UsageError(f"ps.staged_vars: only mode parameter_server stages variables, not {mode}")
+    ps_hosts = parse_host_list(cl.ps_hosts, "cluster.ps_hosts")
+    worker_hosts = parse_host_list(cl.worker_hosts, "cluster.worker_hosts")
+    if not needs_ps(mode):
+        if ps_hosts or cl.job_name == "ps":
+            raise UsageError(f"cluster: mode {mode} has no ps tasks; leave cluster.ps_hosts empty")
+    elif ps_hosts and len(ps_hosts) != ps.num_ps:
+        raise UsageError(f"cluster.ps_hosts: {len(ps_hosts)} host(s) != ps.num_ps({ps.num_ps})")
+    if worker_hosts and np and len(worker_hosts) != np:
+        raise UsageError(f"cluster.worker_hosts: {len(worker_hosts)} host(s) != launch.np({np})")
+    workers = len(worker_hosts) or np
+    if needs_ps(mode) and ps.sync and workers and ps.replicas_to_aggregate > workers:
+        raise UsageError(
+            f"ps.replicas_to_aggregate({ps.replicas_to_aggregate}) > workers({workers}); "
+            f"use 0 (all workers) to {workers}"
+        )
+    if ps.debug_slow_worker >= 0 and workers and ps.debug_slow_worker >= workers:
+        raise UsageError(
+            f"ps.debug_slow_worker({ps.debug_slow_worker}) >= workers({workers}); use -1 or "
+            f"0 to {workers - 1}"
+        )
+    if cl.job_name:
+        if not worker_hosts or (needs_ps(mode) and not ps_hosts):
+            need = (
+                "cluster.ps_hosts and cluster.worker_hosts"
+                if needs_ps(mode)
+                else ("cluster.worker_hosts")
+            )
+            raise UsageError(f"cluster.job_name={cl.job_name!r} needs {need}")
+        count = len(ps_hosts) if cl.job_name == "ps" else len(worker_hosts)
+        if cl.task_index >= count:
+            raise UsageError(f"cluster.task_index({cl.task_index}) >= {cl.job_name} tasks({count})")
+    elif ps_hosts or worker_hosts:
+        raise UsageError(
+            "cluster.job_name: set ps or worker with explicit host lists, or leave the host "
+            "lists empty for hvdbench to find them"
+        )
+
+
+def parse_hosts(hosts: str) -> list[tuple[str, int]]:
+    """Parse ``'node1:4,node2:4'`` (a host without slots counts 1)."""
+    parsed: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, slots = item.partition(":")
+        if not name or (slots and not slots.isdigit()) or slots == "0":
+            raise UsageError(
+                f"launch.hosts: cannot read {item!r}; expected host[:slots], e.g. 'node1:4,node2:4'"
+            )
+        parsed.append((name, int(slots or 1)))
+    if not parsed:
+        raise UsageError("launch.hosts: no hosts given; expected e.g. 'node1:4,node2:4'")
+    return parsed
+
+
+def parse_host_list(text: str, key: str) -> list[str]:
+    """``'a:2222,b:2222'`` -> ``['a:2222', 'b:2222']``, each checked as host:port."""
+    hosts = [h.strip() for h in text.split(",") if h.strip()]
+    for h in hosts:
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"{key}: cannot read {h!r}; expected host:port, e.g. 'node1:2222'")
+    return hosts
 
 
 def trace_steps(text: str) -> tuple[int, int] | None:

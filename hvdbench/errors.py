@@ -1,4 +1,11 @@
-"""Errors that hvdbench reports to the user as one line with exit code 2."""
+"""Every error hvdbench reports to the user as one line, without a traceback.
+
+The CLI catches these and prints ``hvdbench: error: <message>``; the exit code says which:
+
+* :class:`UsageError`, exit 2: bad input, found before any slow work;
+* :class:`ClusterError`, exit 1: a task of a gRPC cluster could not be reached or went away;
+* :class:`DownloadError`, exit 1: a data set could not be fetched or failed its check.
+"""
 
 
 class UsageError(Exception):
@@ -9,3 +16,15 @@ class UsageError(Exception):
     """
 
     exit_code = 2
+
+
+class ClusterError(RuntimeError):
+    """A task of the cluster could not be reached or went away: one line, exit 1."""
+
+    exit_code = 1
+
+
+class DownloadError(Exception):
+    """The download or its checks failed; one line for the user, exit code 1."""
+
+    exit_code = 1

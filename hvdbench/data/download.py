@@ -24,15 +24,11 @@ import urllib.request
 from pathlib import Path
 
 from hvdbench.data import layout
-from hvdbench.errors import UsageError
+from hvdbench.errors import DownloadError, UsageError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # published with the data set
 CHUNK = 1 << 20
-
-
-class DownloadError(Exception):
-    """The download or its checks failed; one line for the user, exit code 1."""
 
 
 def is_complete(directory: Path) -> bool:

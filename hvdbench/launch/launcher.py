@@ -15,29 +15,12 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+from hvdbench.config import Config, parse_hosts
 from hvdbench.errors import UsageError
 
 # Environment passed to remote ranks by mpirun (-x); local ranks inherit everything.
 MPI_EXPORT_PREFIXES = ("HOROVOD_", "HVDBENCH_", "TF_", "NCCL_", "OMPI_ALLOW_")
 MPI_EXPORT_NAMES = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
-
-
-def parse_hosts(hosts: str) -> list[tuple[str, int]]:
-    """Parse ``'node1:4,node2:4'`` (a host without slots counts 1)."""
-    parsed: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, _, slots = item.partition(":")
-        if not name or (slots and not slots.isdigit()) or slots == "0":
-            raise UsageError(
-                f"launch.hosts: cannot read {item!r}; expected host[:slots], e.g. 'node1:4,node2:4'"
-            )
-        parsed.append((name, int(slots or 1)))
-    if not parsed:
-        raise UsageError("launch.hosts: no hosts given; expected e.g. 'node1:4,node2:4'")
-    return parsed
 
 
 def hosts_arg(hosts: str, np: int) -> str:
@@ -104,6 +87,28 @@ def mpirun_command(
     for name in export:
         cmd += ["-x", name]
     return cmd + list(command)
+
+
+def launch_command(cfg: Config, np: int, rank_cmd: list[str]) -> list[str]:
+    """The launcher argv for ``np`` processes running ``rank_cmd``, per ``cfg.launch``."""
+    if cfg.launch.launcher in ("auto", "mpirun"):
+        return mpirun_command(
+            np,
+            rank_cmd,
+            hosts=cfg.launch.hosts,
+            network_interface=cfg.launch.network_interface,
+            export=export_names(os.environ) if cfg.launch.hosts else (),
+            oversubscribe=np > len(os.sched_getaffinity(0)),
+            mpirun=tool_path("mpirun"),
+        )
+    return horovodrun_command(
+        np,
+        rank_cmd,
+        hosts=cfg.launch.hosts,
+        controller=cfg.launch.controller,
+        network_interface=cfg.launch.network_interface,
+        horovodrun=tool_path("horovodrun"),
+    )
 
 
 def export_names(env: Mapping[str, str]) -> list[str]:

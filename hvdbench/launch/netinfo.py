@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hvdbench.errors import UsageError
+from hvdbench.errors import ClusterError, UsageError
 from hvdbench.launch.topology import Topology, expand_nodelist, expand_tasks_per_node, in_srun_step
-from hvdbench.modes.grpc.cluster import ClusterError
 
 PORT_BASE = 15000  # derived ports stay below the kernel's ephemeral range (32768-)
 PORT_SPAN = 15000

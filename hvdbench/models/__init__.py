@@ -7,27 +7,25 @@ whose output is logits (no softmax), so that every mode computes the same loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hvdbench.config import Config
 from hvdbench.errors import UsageError
+from hvdbench.models.registry import _BUILDERS, Builder, register
 from hvdbench.models.specs import MODEL_SPECS, ModelSpec
 
-Builder = Callable[[tuple[int, int, int], int, str], Any]
-_BUILDERS: dict[str, Builder] = {}
+if TYPE_CHECKING:
+    from hvdbench.config import Config
 
-
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Register a builder under ``name``, which must have a spec."""
-
-    def wrap(fn: Builder) -> Builder:
-        if name not in MODEL_SPECS:
-            raise KeyError(f"model {name!r} has no entry in MODEL_SPECS")
-        _BUILDERS[name] = fn
-        return fn
-
-    return wrap
+__all__ = [
+    "Builder",
+    "ModelSpec",
+    "build",
+    "input_shape",
+    "num_classes",
+    "register",
+    "registered",
+    "spec",
+]
 
 
 def _load_builders() -> None:

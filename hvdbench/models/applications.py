@@ -7,7 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from hvdbench.models import register
+from hvdbench.models.registry import register
 
 _APPS: dict[str, Callable[..., Any]] = {
     "resnet50": tf.keras.applications.ResNet50,

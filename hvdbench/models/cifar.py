@@ -6,7 +6,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from hvdbench.models import register
+from hvdbench.models.registry import register
 
 layers = tf.keras.layers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from hvdbench.models import register
+from hvdbench.models.registry import register
 
 
 @register("trivial")

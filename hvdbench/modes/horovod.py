@@ -9,7 +9,7 @@ from typing import Any
 
 from hvdbench.config import HorovodConfig
 from hvdbench.errors import UsageError
-from hvdbench.modes import Mode, register
+from hvdbench.modes.registry import Mode, register
 
 MIB = 1024 * 1024
 # A world of one rank exchanges nothing (hvdbench skips its collectives, and Horovod's

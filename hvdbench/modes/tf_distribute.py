@@ -20,7 +20,7 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.launch.topology import Topology
-from hvdbench.modes import Mode, register
+from hvdbench.modes.registry import Mode, register
 
 
 def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:

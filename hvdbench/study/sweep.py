@@ -31,6 +31,7 @@ from pathlib import Path
 from hvdbench import config
 from hvdbench.components import record
 from hvdbench.errors import UsageError
+from hvdbench.launch.launcher import launch_command
 from hvdbench.study import records
 
 LAUNCHERS = ("auto", "horovodrun", "mpirun", "slurm")
@@ -112,8 +113,6 @@ def local_command(cfg: config.Config, world: int, rank_cmd: list[str]) -> list[s
     """One process when the point needs one, else the configured launcher for ``world``."""
     if world <= 1:
         return rank_cmd
-    from hvdbench.cli import launch_command
-
     return launch_command(cfg, world, rank_cmd)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hvdbench import config
-from hvdbench.cli import launch_command
 from hvdbench.errors import UsageError
 from hvdbench.launch import launcher
+from hvdbench.launch.launcher import launch_command
 
 RANK = ["/venv/bin/python", "-m", "hvdbench", "run", "--np", "2"]
 

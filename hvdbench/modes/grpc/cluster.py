@@ -22,16 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hvdbench.config import parse_host_list
 from hvdbench.errors import UsageError
 
 if TYPE_CHECKING:
     from hvdbench.config import Config
 
 LOOPBACK = "127.0.0.1"
-
-
-class ClusterError(RuntimeError):
-    """A task of the cluster could not be reached or went away: one line, exit 1."""
 
 
 @dataclass(frozen=True)
@@ -64,91 +61,9 @@ class ClusterSpec:
         return (self.ps if role.is_ps else self.worker)[role.index]
 
 
-def parse_host_list(text: str, key: str) -> list[str]:
-    """``'a:2222,b:2222'`` -> ``['a:2222', 'b:2222']``, each checked as host:port."""
-    hosts = [h.strip() for h in text.split(",") if h.strip()]
-    for h in hosts:
-        host, sep, port = h.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"{key}: cannot read {h!r}; expected host:port, e.g. 'node1:2222'")
-    return hosts
-
-
 def world_formula(num_ps: int, workers: int) -> str:
     """How the processes of a ps job add up, for error messages."""
     return f"ps({num_ps}) + workers({workers})"
-
-
-def needs_ps(mode: str) -> bool:
-    from hvdbench.config import PS_MODES
-
-    return mode in PS_MODES
-
-
-def validate_cluster(cfg: Config) -> None:
-    """The cross-key checks of the gRPC and local-device modes; raise UsageError."""
-    from hvdbench.config import GRPC_MODES, LOCAL_DEVICE_MODES
-
-    mode, ps, cl, np = cfg.mode.name, cfg.ps, cfg.cluster, cfg.launch.np
-    if mode == "horovod":
-        raise UsageError(
-            "cluster.job_name: only the gRPC modes take a cluster role; mode is horovod"
-        )
-    if mode in LOCAL_DEVICE_MODES:
-        if np > 1:
-            raise UsageError(
-                f"launch.np: mode {mode} runs in one process on mode.num_devices("
-                f"{cfg.mode.num_devices}) devices; got launch.np({np}), use 0 or 1"
-            )
-        if cl.job_name or cl.ps_hosts or cl.worker_hosts:
-            raise UsageError(f"cluster: mode {mode} runs in one process and takes no cluster")
-        return
-    assert mode in GRPC_MODES
-    if cfg.train.mixed_precision != "none":
-        raise UsageError(
-            f"train.mixed_precision: {cfg.train.mixed_precision!r} is not supported by mode "
-            f"{mode}; use none"
-        )
-    if cfg.train.jit_compile and mode != "collective_all_reduce":
-        raise UsageError(f"train.jit_compile: not supported by mode {mode}; use false")
-    if ps.staged_vars and mode != "parameter_server":
-        raise UsageError(f"ps.staged_vars: only mode parameter_server stages variables, not {mode}")
-    ps_hosts = parse_host_list(cl.ps_hosts, "cluster.ps_hosts")
-    worker_hosts = parse_host_list(cl.worker_hosts, "cluster.worker_hosts")
-    if not needs_ps(mode):
-        if ps_hosts or cl.job_name == "ps":
-            raise UsageError(f"cluster: mode {mode} has no ps tasks; leave cluster.ps_hosts empty")
-    elif ps_hosts and len(ps_hosts) != ps.num_ps:
-        raise UsageError(f"cluster.ps_hosts: {len(ps_hosts)} host(s) != ps.num_ps({ps.num_ps})")
-    if worker_hosts and np and len(worker_hosts) != np:
-        raise UsageError(f"cluster.worker_hosts: {len(worker_hosts)} host(s) != launch.np({np})")
-    workers = len(worker_hosts) or np
-    if needs_ps(mode) and ps.sync and workers and ps.replicas_to_aggregate > workers:
-        raise UsageError(
-            f"ps.replicas_to_aggregate({ps.replicas_to_aggregate}) > workers({workers}); "
-            f"use 0 (all workers) to {workers}"
-        )
-    if ps.debug_slow_worker >= 0 and workers and ps.debug_slow_worker >= workers:
-        raise UsageError(
-            f"ps.debug_slow_worker({ps.debug_slow_worker}) >= workers({workers}); use -1 or "
-            f"0 to {workers - 1}"
-        )
-    if cl.job_name:
-        if not worker_hosts or (needs_ps(mode) and not ps_hosts):
-            need = (
-                "cluster.ps_hosts and cluster.worker_hosts"
-                if needs_ps(mode)
-                else ("cluster.worker_hosts")
-            )
-            raise UsageError(f"cluster.job_name={cl.job_name!r} needs {need}")
-        count = len(ps_hosts) if cl.job_name == "ps" else len(worker_hosts)
-        if cl.task_index >= count:
-            raise UsageError(f"cluster.task_index({cl.task_index}) >= {cl.job_name} tasks({count})")
-    elif ps_hosts or worker_hosts:
-        raise UsageError(
-            "cluster.job_name: set ps or worker with explicit host lists, or leave the host "
-            "lists empty for hvdbench to find them"
-        )
 
 
 def role_from_rank(rank: int, size: int, num_ps: int) -> Role:

@@ -29,7 +29,7 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.launch.topology import Topology
-from hvdbench.modes import Mode, register
+from hvdbench.modes.registry import Mode, register
 
 
 class GrpcGraphMode(Mode):
@@ -126,7 +126,7 @@ class GrpcGraphMode(Mode):
     def initialize(self) -> None:
         import tensorflow as tf
 
-        from hvdbench.modes.grpc.cluster import ClusterError
+        from hvdbench.errors import ClusterError
 
         v1 = tf.compat.v1
         cfg = self.cfg
@@ -284,7 +284,7 @@ class GrpcGraphMode(Mode):
     def _take_live(self, timeout_s: float) -> list[dict[str, Any]]:
         """The chief's collection when workers may be lost: every other worker's item,
         except those of the workers left out (also one lost while the chief waits)."""
-        from hvdbench.modes.grpc.cluster import ClusterError
+        from hvdbench.errors import ClusterError
 
         deadline = time.monotonic() + timeout_s
         items: list[dict[str, Any]] = []

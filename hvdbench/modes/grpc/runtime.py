@@ -31,11 +31,11 @@ from typing import Any
 import tensorflow as tf
 
 from hvdbench.config import Config
-from hvdbench.errors import UsageError
+from hvdbench.errors import ClusterError, UsageError
 from hvdbench.launch import netinfo
 from hvdbench.launch.topology import Topology
 from hvdbench.modes.grpc import cluster
-from hvdbench.modes.grpc.cluster import ClusterError, ClusterSpec, Role
+from hvdbench.modes.grpc.cluster import ClusterSpec, Role
 
 v1 = tf.compat.v1
 
