@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from hvdbench import config
 from hvdbench.errors import ClusterError, DownloadError, UsageError
+from hvdbench.launch.job import JobLayout
 
 DESCRIPTION = """\
 Benchmark and training harness for distributed TensorFlow: Horovod ring all-reduce,
@@ -129,9 +130,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
         if code is not None:
             return code
     if not inner and cfg.launch.np > 1:
-        from hvdbench import modes
-
-        np = modes.get(cfg.mode.name).world_size(cfg)
+        np = JobLayout.plan(cfg).world_size
         rank_argv = [a for a in argv if a != "--dry-run"]
         cmd = launcher.launch_command(cfg, np, launcher.rank_command(rank_argv))
         if args.dry_run:
@@ -151,15 +150,12 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
 def rank_roles(cfg: config.Config, size: int) -> Callable[[int], str] | None:
     """What a rank is in a job whose ranks are not all alike (ps modes under mpirun), for
     the message naming a lost rank; None where every rank is a worker."""
-    from hvdbench import modes
-
-    num_ps = size - cfg.launch.np
-    if num_ps <= 0 or modes.get(cfg.mode.name).world_size(cfg) == cfg.launch.np:
+    layout = JobLayout.plan(cfg).launched_as(size)
+    if not layout.num_ps:
         return None
-    from hvdbench.modes.grpc import cluster
 
     def role(rank: int) -> str:
-        r = cluster.role_from_rank(rank, size, num_ps)
+        r = layout.role(rank)
         what = f"{r.job} task {r.index}"
         if r.is_ps:
             return (

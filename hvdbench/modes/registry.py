@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from hvdbench.config import MODE_NAMES, Config
 from hvdbench.errors import UsageError
+from hvdbench.launch.job import JobLayout
 from hvdbench.launch.topology import Topology
 
 _MODES: dict[str, type[Mode]] = {}
@@ -27,26 +28,10 @@ class Mode(abc.ABC):
     name: ClassVar[str]
     next_batch: Callable[[], Any]  # eager modes: the input, swapped by swap_input()
 
-    def __init__(self, cfg: Config, topo: Topology) -> None:
+    def __init__(self, cfg: Config, topo: Topology, layout: JobLayout | None = None) -> None:
         self.cfg = cfg
         self.topo = topo
-
-    @staticmethod
-    def world_size(cfg: Config) -> int:
-        """Processes the job needs for ``cfg.launch.np`` compute ranks (ps tasks add more)."""
-        return cfg.launch.np
-
-    @staticmethod
-    def world_formula(cfg: Config, workers: int) -> str:
-        """How the job's processes add up, for error messages: ``ps(1) + workers(4)``."""
-        return f"workers({workers})"
-
-    @staticmethod
-    def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
-        """(index, count) of this process among those that split its node's cores
-        (:func:`hvdbench.components.runtime.bind_cores`): its local rank and size, unless the mode's
-        roles say otherwise. Runs before TensorFlow is imported."""
-        return (topo.local_rank, topo.local_size)
+        self.layout = layout or JobLayout.of_rank(cfg, topo)  # ps tasks, workers, roles
 
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:

@@ -19,7 +19,6 @@ import os
 from typing import Any
 
 from hvdbench.config import Config
-from hvdbench.launch.topology import Topology
 from hvdbench.modes.registry import Mode, register
 
 
@@ -59,20 +58,13 @@ class CollectiveAllReduceMode(Mode):
     # checkpoint, and takes part in every save (the chief's is the real one).
     checkpoint_on_every_worker = True
 
-    @staticmethod
-    def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
-        """The workers on one node split its cores (also under hvdbench's own launcher)."""
-        from hvdbench.modes.grpc.cluster import core_slot
-
-        return core_slot(cfg, topo.rank, topo.local_rank, topo.local_size, 0)
-
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
         from hvdbench.modes.grpc import spawn
 
-        return spawn.launch(cfg, rank_argv, 0, dry_run)
+        return spawn.launch(cfg, rank_argv, dry_run)
 
     def setup(self) -> None:
         import tensorflow as tf
@@ -81,7 +73,7 @@ class CollectiveAllReduceMode(Mode):
         from hvdbench.modes.grpc import runtime as grpc_runtime
 
         tf.get_logger().setLevel("ERROR")
-        self.membership = grpc_runtime.resolve(self.cfg, self.topo, 0)
+        self.membership = grpc_runtime.resolve(self.cfg, self.topo, self.layout)
         spec, role = self.membership.spec, self.membership.role
         cluster.check_port_free(spec.address(role), f"worker task {role.index}")
         os.environ["TF_CONFIG"] = cluster.tf_config(spec, role)

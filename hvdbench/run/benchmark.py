@@ -18,26 +18,11 @@ from typing import Any, NoReturn
 from hvdbench import modes
 from hvdbench.components import metrics, record, runtime, stopping, watchdog
 from hvdbench.config import Config
-from hvdbench.errors import UsageError
 from hvdbench.launch import netinfo, slurm
+from hvdbench.launch.job import JobLayout
 from hvdbench.launch.topology import Topology
 from hvdbench.modes.grpc import lost_workers
 from hvdbench.run.hooks import RunHooks
-
-
-def check_world_size(cfg: Config, topo: Topology) -> None:
-    """A nonzero ``launch.np`` must match what the launcher started."""
-    if not cfg.launch.np or not topo.launched:
-        return
-    mode_cls = modes.get(cfg.mode.name)
-    expected = mode_cls.world_size(cfg)
-    if topo.size != expected:
-        raise UsageError(
-            f"launch.np: {mode_cls.world_formula(cfg, cfg.launch.np)} != ranks({topo.size}): "
-            f"the launcher started {topo.size} processes but mode {cfg.mode.name} with "
-            f"launch.np={cfg.launch.np} needs {expected}; set --np to match or "
-            f"--launch.np=0 to take the launcher's"
-        )
 
 
 def _say(mode: modes.Mode, text: str) -> None:
@@ -94,8 +79,8 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     """Run the benchmark as one rank of the job; the chief prints and writes the record."""
     stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
     stopped = False
-    check_world_size(cfg, topo)
-    slot = modes.get(cfg.mode.name).core_slot(cfg, topo)
+    layout = JobLayout.of_rank(cfg, topo)  # checks launch.np against the launcher's ranks
+    slot = layout.core_slot(topo.rank, topo.local_rank, topo.local_size)
     cores = runtime.bind_cores(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -110,7 +95,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         pid=os.getpid(),
     )
 
-    mode = modes.get(cfg.mode.name)(cfg, topo)
+    mode = modes.get(cfg.mode.name)(cfg, topo, layout)
     mode.setup()
     rank_info["network"] = netinfo.describe(os.environ, topo)  # after setup: Gloo's iface
     dog: watchdog.Watchdog | None = None

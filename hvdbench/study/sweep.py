@@ -31,6 +31,7 @@ from pathlib import Path
 from hvdbench import config
 from hvdbench.components import record
 from hvdbench.errors import UsageError
+from hvdbench.launch.job import JobLayout
 from hvdbench.launch.launcher import launch_command
 from hvdbench.study import records
 
@@ -127,9 +128,7 @@ def point_config(
 
 def world_size(cfg: config.Config) -> int:
     """Processes the point needs: the mode's compute ranks plus its other tasks."""
-    from hvdbench import modes
-
-    return modes.get(cfg.mode.name).world_size(cfg)
+    return JobLayout.plan(cfg).world_size
 
 
 def _new_records(study: Path, before: set[str]) -> list[Path]:

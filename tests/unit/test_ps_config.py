@@ -6,8 +6,9 @@ import pytest
 
 from hvdbench import config
 from hvdbench.errors import UsageError
+from hvdbench.launch.job import JobLayout, Role
 from hvdbench.modes.grpc import cluster
-from hvdbench.modes.grpc.cluster import ClusterSpec, Role
+from hvdbench.modes.grpc.cluster import ClusterSpec
 
 PS = "--mode.name=parameter_server"
 
@@ -45,12 +46,10 @@ def test_every_mode_name_is_known():
 
 
 def test_world_size_counts_ps_on_top_of_workers():
-    from hvdbench import modes
-
     cfg = load(PS, "--ps.num_ps=2", "--launch.np=3")
-    cls = modes.get("parameter_server")
-    assert cls.world_size(cfg) == 5
-    assert cls.world_formula(cfg, 3) == "ps(2) + workers(3)"
+    layout = JobLayout.plan(cfg)
+    assert layout.world_size == 5
+    assert layout.formula(3) == "ps(2) + workers(3)"
 
 
 @pytest.mark.parametrize(
@@ -133,7 +132,7 @@ def test_explicit_cluster_is_accepted():
 
 
 def test_roles_from_ranks():
-    assert [cluster.role_from_rank(r, 5, 2) for r in range(5)] == [
+    assert [JobLayout("parameter_server", 2, 0).launched_as(5).role(r) for r in range(5)] == [
         Role("ps", 0),
         Role("ps", 1),
         Role("worker", 0),
@@ -141,14 +140,14 @@ def test_roles_from_ranks():
         Role("worker", 2),
     ]
     with pytest.raises(UsageError, match=r"ps\(2\) \+ workers\(0\) leaves no worker"):
-        cluster.role_from_rank(0, 2, 2)
+        JobLayout("parameter_server", 2, 0).launched_as(2)
 
 
 def test_rank_arithmetic():
-    cluster.check_ranks(1, 4, 5)
-    cluster.check_ranks(1, 0, 7)  # np 0: workers from the launcher
+    JobLayout("parameter_server", 1, 4, np=4).launched_as(5)
+    assert JobLayout("parameter_server", 1, 0).launched_as(7).num_workers == 6  # np 0
     with pytest.raises(UsageError, match=r"ps\(1\) \+ workers\(4\) != ranks\(6\)"):
-        cluster.check_ranks(1, 4, 6)
+        JobLayout("parameter_server", 1, 4, np=4).launched_as(6)
 
 
 def test_spec_from_ranks_keeps_rank_order_not_string_order():
@@ -191,7 +190,7 @@ def test_spawn_task_argv():
     from hvdbench.modes.grpc import spawn
 
     cfg = load(PS, "--launch.np=2", "--ps.num_ps=1")
-    spec, roles = spawn.plan(cfg, 1, [10, 11, 12])
+    spec, roles = spawn.plan(cfg, [10, 11, 12])
     assert roles == [Role("ps", 0), Role("worker", 0), Role("worker", 1)]
     assert spawn.task_argv(["run", "--np", "2"], spec, roles[2]) == [
         "run", "--np", "2",

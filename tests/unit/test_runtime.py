@@ -6,7 +6,16 @@ import pytest
 
 from hvdbench import config
 from hvdbench.components import runtime
-from hvdbench.modes.grpc import cluster
+from hvdbench.launch.job import JobLayout
+
+
+def core_slot(
+    cfg: config.Config, rank: int, local_rank: int, local_size: int, num_ps: int
+) -> tuple[int, int]:
+    layout = JobLayout.plan(cfg)
+    if layout.explicit_role is None:  # roles from ranks, with num_ps ps tasks
+        layout = JobLayout(cfg.mode.name, num_ps=num_ps, num_workers=0)
+    return layout.core_slot(rank, local_rank, local_size)
 
 
 @pytest.mark.parametrize(
@@ -62,14 +71,14 @@ def test_core_slot_explicit_cluster_workers_split_their_host_ps_floats() -> None
     half of the cores each and the ps task is left unbound, not round-robin (ps and worker
     1 on one core, worker 0 alone on the other)."""
     two = "h1:2001,h1:2002"
-    assert cluster.core_slot(_explicit("ps", 0, two), 0, 0, 1, 1) == (0, 1)
-    assert cluster.core_slot(_explicit("worker", 0, two), 0, 0, 1, 1) == (0, 2)
-    assert cluster.core_slot(_explicit("worker", 1, two), 0, 0, 1, 1) == (1, 2)
+    assert core_slot(_explicit("ps", 0, two), 0, 0, 1, 1) == (0, 1)
+    assert core_slot(_explicit("worker", 0, two), 0, 0, 1, 1) == (0, 2)
+    assert core_slot(_explicit("worker", 1, two), 0, 0, 1, 1) == (1, 2)
     mixed = "h1:2001,h2:2001,h1:2002"
-    assert cluster.core_slot(_explicit("worker", 1, mixed), 0, 0, 1, 1) == (0, 1)
-    assert cluster.core_slot(_explicit("worker", 2, mixed), 0, 0, 1, 1) == (1, 2)
+    assert core_slot(_explicit("worker", 1, mixed), 0, 0, 1, 1) == (0, 1)
+    assert core_slot(_explicit("worker", 2, mixed), 0, 0, 1, 1) == (1, 2)
     cfg = _explicit("worker", 1, two, mode="collective_all_reduce")
-    assert cluster.core_slot(cfg, 0, 0, 1, 0) == (1, 2)
+    assert core_slot(cfg, 0, 0, 1, 0) == (1, 2)
 
 
 @pytest.mark.parametrize(
@@ -89,4 +98,4 @@ def test_core_slot_from_ranks(
     rank: int, local_rank: int, local_size: int, num_ps: int, slot: tuple[int, int]
 ) -> None:
     cfg = config.load(None, ["--mode.name=parameter_server"])
-    assert cluster.core_slot(cfg, rank, local_rank, local_size, num_ps) == slot
+    assert core_slot(cfg, rank, local_rank, local_size, num_ps) == slot

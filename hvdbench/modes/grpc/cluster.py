@@ -24,23 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from hvdbench.config import parse_host_list
 from hvdbench.errors import UsageError
+from hvdbench.launch.job import Role
 
 if TYPE_CHECKING:
     from hvdbench.config import Config
 
 LOOPBACK = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Role:
-    """This process's task in the cluster."""
-
-    job: str  # "ps" or "worker"
-    index: int
-
-    @property
-    def is_ps(self) -> bool:
-        return self.job == "ps"
 
 
 @dataclass(frozen=True)
@@ -59,64 +48,6 @@ class ClusterSpec:
 
     def address(self, role: Role) -> str:
         return (self.ps if role.is_ps else self.worker)[role.index]
-
-
-def world_formula(num_ps: int, workers: int) -> str:
-    """How the processes of a ps job add up, for error messages."""
-    return f"ps({num_ps}) + workers({workers})"
-
-
-def role_from_rank(rank: int, size: int, num_ps: int) -> Role:
-    """The first ``num_ps`` ranks are ps tasks, the rest workers (worker 0 is the chief)."""
-    if size <= num_ps:
-        raise UsageError(
-            f"launch.np: {world_formula(num_ps, size - num_ps)} leaves no worker among "
-            f"ranks({size}); start at least {num_ps + 1} processes"
-        )
-    if rank < num_ps:
-        return Role("ps", rank)
-    return Role("worker", rank - num_ps)
-
-
-def core_slot(
-    cfg: Config, rank: int, local_rank: int, local_size: int, num_ps: int
-) -> tuple[int, int]:
-    """(index, count) of this task among the workers that split its node's cores; a ps
-    task gets (0, 1): every core, unbound.
-
-    A ps task's work (serving the variables, applying updates) comes in bursts while the
-    workers wait for it, so it floats over the cores the workers hold, rather than taking
-    a slice of its own from them or, with fewer cores than tasks, sharing one core with
-    one worker while the other worker has a core alone.
-
-    * Explicit cluster (also hvdbench's own local launcher): the workers whose address has
-      this worker's host split the cores, in task order.
-    * Roles from ranks (mpirun, srun): the first ``num_ps`` ranks are the ps tasks; with
-      the launcher's block placement (consecutive ranks fill a node), the ps ranks on this
-      node come before its workers, so the worker's slot is its local rank less those.
-    """
-    if cfg.cluster.job_name:
-        if cfg.cluster.job_name == "ps":
-            return (0, 1)
-        workers = explicit_spec(cfg).worker
-        host = workers[cfg.cluster.task_index].rpartition(":")[0]
-        here = [i for i, a in enumerate(workers) if a.rpartition(":")[0] == host]
-        return (here.index(cfg.cluster.task_index), len(here))
-    if rank < num_ps:
-        return (0, 1)
-    first = rank - local_rank  # the node's first rank, with block placement
-    ps_here = min(max(num_ps - first, 0), local_size)
-    index, count = local_rank - ps_here, local_size - ps_here
-    return (index, count) if 0 <= index < count else (local_rank, local_size)
-
-
-def check_ranks(num_ps: int, np: int, size: int) -> None:
-    """A launcher's process count must be num_ps + workers, when np is given."""
-    if np and num_ps + np != size:
-        raise UsageError(
-            f"launch.np: {world_formula(num_ps, np)} != ranks({size}); start "
-            f"{num_ps + np} processes, or set --launch.np=0 to take workers from the launcher"
-        )
 
 
 def spec_from_ranks(addresses: Sequence[str], num_ps: int) -> ClusterSpec:

@@ -13,9 +13,7 @@ here, so that the launcher and the ranks say the same thing.
 
 from __future__ import annotations
 
-from hvdbench.config import Config
-
-PS_MODES = frozenset({"parameter_server", "distributed_replicated"})
+from hvdbench.config import PS_MODES, Config
 
 
 def replicas(cfg: Config, num_workers: int) -> int:

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from hvdbench.config import Config
-from hvdbench.launch.topology import Topology
 from hvdbench.modes.registry import Mode, register
 
 
@@ -42,30 +41,13 @@ class GrpcGraphMode(Mode):
     _reload: Any = None  # restores the newest checkpoint again; returns its step
     _graph_sessions: int = 0  # sessions the chief has created (more than 1: recovered)
 
-    @staticmethod
-    def world_size(cfg: Config) -> int:
-        return cfg.ps.num_ps + cfg.launch.np
-
-    @staticmethod
-    def world_formula(cfg: Config, workers: int) -> str:
-        from hvdbench.modes.grpc.cluster import world_formula
-
-        return world_formula(cfg.ps.num_ps, workers)
-
-    @staticmethod
-    def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
-        """Workers split the node's cores; a ps task floats over all of them."""
-        from hvdbench.modes.grpc.cluster import core_slot
-
-        return core_slot(cfg, topo.rank, topo.local_rank, topo.local_size, cfg.ps.num_ps)
-
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
         from hvdbench.modes.grpc import spawn
 
-        return spawn.launch(cfg, rank_argv, cfg.ps.num_ps, dry_run)
+        return spawn.launch(cfg, rank_argv, dry_run)
 
     # --- setup -------------------------------------------------------------------------
 
@@ -76,7 +58,7 @@ class GrpcGraphMode(Mode):
 
         cfg = self.cfg
         tf.get_logger().setLevel("ERROR")  # tf.compat.v1's deprecation notices
-        self.membership = gr.resolve(cfg, self.topo, cfg.ps.num_ps)
+        self.membership = gr.resolve(cfg, self.topo, self.layout)
         spec, role = self.membership.spec, self.membership.role
         intra = tf.config.threading.get_intra_op_parallelism_threads()
         inter = tf.config.threading.get_inter_op_parallelism_threads()

@@ -33,9 +33,10 @@ import tensorflow as tf
 from hvdbench.config import Config
 from hvdbench.errors import ClusterError, UsageError
 from hvdbench.launch import netinfo
+from hvdbench.launch.job import JobLayout, Role
 from hvdbench.launch.topology import Topology
 from hvdbench.modes.grpc import cluster
-from hvdbench.modes.grpc.cluster import ClusterSpec, Role
+from hvdbench.modes.grpc.cluster import ClusterSpec
 
 v1 = tf.compat.v1
 
@@ -55,7 +56,7 @@ class Membership:
     under_mpi: bool
 
 
-def resolve(cfg: Config, topo: Topology, num_ps: int) -> Membership:
+def resolve(cfg: Config, topo: Topology, layout: JobLayout) -> Membership:
     """The cluster and this process's role: explicit, or from the launcher's ranks."""
     if cfg.cluster.job_name:
         return Membership(
@@ -72,8 +73,7 @@ def resolve(cfg: Config, topo: Topology, num_ps: int) -> Membership:
             f"mode {cfg.mode.name}: roles from ranks need MPI (mpirun or srun --mpi=pmix), "
             "not horovodrun; set --launch.launcher=mpirun"
         )
-    cluster.check_ranks(num_ps, cfg.launch.np, topo.size)
-    role = cluster.role_from_rank(topo.rank, topo.size, num_ps)
+    role = layout.role(topo.rank)
     base = cfg.cluster.base_port
     port = cluster.free_ports(1, base + topo.rank if base else 0)[0]
     host = cfg.cluster.advertise_address or netinfo.advertise_host(os.environ, topo)
@@ -83,7 +83,7 @@ def resolve(cfg: Config, topo: Topology, num_ps: int) -> Membership:
             f"mpi4py saw {len(addresses)} rank(s), the launcher {topo.size}: is mpi4py built "
             "against the MPI that launched this job?"
         )
-    return Membership(cluster.spec_from_ranks(addresses, num_ps), role, True)
+    return Membership(cluster.spec_from_ranks(addresses, layout.num_ps), role, True)
 
 
 def session_config(role: Role, intra: int, inter: int) -> Any:

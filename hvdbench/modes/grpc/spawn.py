@@ -17,6 +17,7 @@ explicit-cluster run), starts the tasks in one process group, and supervises the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -27,8 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from hvdbench.components import stopping
 from hvdbench.config import Config
 from hvdbench.launch import launcher
+from hvdbench.launch.job import JobLayout, Role
 from hvdbench.modes.grpc import cluster, lost_workers
-from hvdbench.modes.grpc.cluster import ClusterSpec, Role
+from hvdbench.modes.grpc.cluster import ClusterSpec
 
 PS_GRACE_S = 30.0
 
@@ -44,12 +46,16 @@ def task_argv(rank_argv: Sequence[str], spec: ClusterSpec, role: Role) -> list[s
     ]
 
 
-def plan(cfg: Config, num_ps: int, ports: Sequence[int]) -> tuple[ClusterSpec, list[Role]]:
+def layout(cfg: Config) -> JobLayout:
+    """The job started here: the config's ps tasks and ``launch.np`` workers (at least 1)."""
+    planned = JobLayout.plan(cfg)
+    return dataclasses.replace(planned, num_workers=planned.num_workers or 1)
+
+
+def plan(cfg: Config, ports: Sequence[int]) -> tuple[ClusterSpec, list[Role]]:
     """The loopback cluster and the roles to start, ps first."""
-    workers = cfg.launch.np or 1
-    spec = cluster.local_spec(num_ps, workers, ports)
-    roles = [Role("ps", i) for i in range(num_ps)] + [Role("worker", i) for i in range(workers)]
-    return spec, roles
+    job = layout(cfg)
+    return cluster.local_spec(job.num_ps, job.num_workers, ports), job.roles()
 
 
 def child_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -57,12 +63,13 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "HVDBENCH_LAUNCHED": "1"}
 
 
-def launch(cfg: Config, rank_argv: Sequence[str], num_ps: int, dry_run: bool = False) -> int:
+def launch(cfg: Config, rank_argv: Sequence[str], dry_run: bool = False) -> int:
     """Start, supervise and reap every task of a local cluster; return the job's exit code.
     With ``dry_run``, print the task commands (on ports free now) instead."""
-    workers = cfg.launch.np or 1
-    ports = cluster.free_ports(num_ps + workers, cfg.cluster.base_port)
-    spec, roles = plan(cfg, num_ps, ports)
+    job = layout(cfg)
+    workers = job.num_workers
+    ports = cluster.free_ports(job.world_size, cfg.cluster.base_port)
+    spec, roles = plan(cfg, ports)
     if dry_run:
         for role in roles:
             print(" ".join(launcher.rank_command(task_argv(rank_argv, spec, role))))
