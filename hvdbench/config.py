@@ -23,7 +23,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from hvdbench.errors import UsageError
 from hvdbench.models.specs import MODEL_SPECS
@@ -51,8 +51,11 @@ def fld(
     )
 
 
-# Names known without importing TensorFlow; the registries check they agree.
-MODEL_NAMES = (
+# The choices of the keys that take one of a few strings, as Literal types: mypy and
+# `hvdbench config keys` both see them, and the tuples below (what validation checks) are
+# read from them. Model and mode names are known without importing TensorFlow; the
+# registries check they agree.
+ModelName = Literal[
     "trivial",
     "mnist_mlp",
     "cifar10_cnn",
@@ -66,39 +69,50 @@ MODEL_NAMES = (
     "vgg16",
     "xception",
     "mobilenet",
-)
-MODE_NAMES = (
+]
+ModeName = Literal[
     "horovod",
     "parameter_server",
     "distributed_replicated",
     "collective_all_reduce",
     "replicated",
     "independent",
-)
+]
+DataSource = Literal["synthetic", "cifar10", "mnist", "imagenet"]
+OptimizerName = Literal["sgd", "momentum", "rmsprop", "adam"]
+Precision = Literal["none", "float16", "bfloat16"]
+DataFormat = Literal["channels_last", "channels_first"]
+JobName = Literal["", "ps", "worker"]
+LauncherName = Literal["auto", "horovodrun", "mpirun"]
+HorovodController = Literal["gloo", "mpi"]
+SrunController = Literal["mpi", "gloo"]
+
+MODEL_NAMES: tuple[ModelName, ...] = typing.get_args(ModelName)
+MODE_NAMES: tuple[ModeName, ...] = typing.get_args(ModeName)
 # Modes whose processes form a TensorFlow gRPC cluster (ps and/or worker tasks).
 GRPC_MODES = ("parameter_server", "distributed_replicated", "collective_all_reduce")
 # Modes that need parameter-server tasks on top of the workers.
 PS_MODES = ("parameter_server", "distributed_replicated")
 # Modes that run in one process on several local devices.
 LOCAL_DEVICE_MODES = ("replicated", "independent")
-DATA_SOURCES = ("synthetic", "cifar10", "mnist", "imagenet")
-OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+DATA_SOURCES: tuple[DataSource, ...] = typing.get_args(DataSource)
+OPTIMIZERS: tuple[OptimizerName, ...] = typing.get_args(OptimizerName)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """What network is trained, and on what input shape."""
 
-    name: str = fld("Network to train (`hvdbench models` lists them).", choices=MODEL_NAMES)
+    name: ModelName = fld("Network to train (`hvdbench models` lists them).", choices=MODEL_NAMES)
     image_size: int = fld(
         "Input height and width in pixels. 0 takes the model's own size "
         "(28 for MNIST, 32 for CIFAR, 224 or 299 for ImageNet networks).",
         min=0,
     )
-    data_format: str = fld(
+    data_format: DataFormat = fld(
         "Tensor layout. channels_first (NCHW) is for GPUs only: TensorFlow's CPU kernels "
         "are NHWC-only.",
-        choices=("channels_last", "channels_first"),
+        choices=typing.get_args(DataFormat),
     )
     num_classes: int = fld("Output classes. 0 takes the model's own count.", min=0)
 
@@ -107,7 +121,7 @@ class ModelConfig:
 class DataConfig:
     """Where training examples come from."""
 
-    source: str = fld(
+    source: DataSource = fld(
         "Input data. synthetic: random tensors generated once on the device and reused, "
         "so that the benchmark measures training, not input.",
         choices=DATA_SOURCES,
@@ -148,7 +162,7 @@ class TrainConfig:
         "of compute ranks; keeping it fixed is what makes weak-scaling points comparable.",
         min=1,
     )
-    optimizer: str = fld(
+    optimizer: OptimizerName = fld(
         "Optimizer: sgd (plain), momentum (SGD with train.momentum), rmsprop (train.rho, "
         "train.momentum, train.epsilon) or adam (train.beta_1, train.beta_2, train.epsilon).",
         choices=OPTIMIZERS,
@@ -172,9 +186,9 @@ class TrainConfig:
     gradient_clip_norm: float = fld(
         "Clip the averaged gradients to this global norm. 0 disables clipping.", min=0.0
     )
-    mixed_precision: str = fld(
+    mixed_precision: Precision = fld(
         "Keras mixed-precision policy: none (float32), float16 (with loss scaling) or bfloat16.",
-        choices=("none", "float16", "bfloat16"),
+        choices=typing.get_args(Precision),
     )
     loss_scale: float = fld(
         "Loss scale for float16. 0 selects dynamic loss scaling; a positive value is fixed.",
@@ -191,7 +205,7 @@ class TrainConfig:
 class ModeConfig:
     """How the work is distributed."""
 
-    name: str = fld(
+    name: ModeName = fld(
         "Distribution mode. horovod: replicated model, gradients averaged by Horovod's ring "
         "all-reduce. parameter_server: between-graph replication, variables on ps tasks "
         "(see [ps]). distributed_replicated: each worker keeps a local copy, gradients "
@@ -263,10 +277,10 @@ class ClusterConfig:
     worker_hosts: str = fld(
         "Comma-separated host:port of the worker tasks; its length is the number of workers."
     )
-    job_name: str = fld(
+    job_name: JobName = fld(
         "This process's job in an explicit cluster: ps or worker. Empty: from the launcher "
         "ranks (the first ps.num_ps ranks are ps tasks), or hvdbench spawns every task.",
-        choices=("", "ps", "worker"),
+        choices=typing.get_args(JobName),
     )
     task_index: int = fld("This process's index within its job.", min=0)
     advertise_address: str = fld(
@@ -320,26 +334,27 @@ class LaunchConfig:
         "launcher, a nonzero np must match the world size.",
         min=0,
     )
-    launcher: str = fld(
+    launcher: LauncherName = fld(
         "Launcher hvdbench uses to start ranks itself. auto: mpirun for Horovod mode "
         "(Horovod's MPI controller, Open MPI yielding while idle: on CPU nodes it came within "
         "a few percent of the communication-free limit, where horovodrun --gloo lost 25-45%; "
         "docs/PERFORMANCE.md), and hvdbench's own supervising launcher for the gRPC modes "
         "(which restarts a lost ps task). mpirun runs the gRPC modes with roles from ranks.",
-        choices=("auto", "horovodrun", "mpirun"),
+        choices=typing.get_args(LauncherName),
     )
-    controller: str = fld(
-        "Horovod controller under horovodrun: gloo or mpi.", choices=("gloo", "mpi")
+    controller: HorovodController = fld(
+        "Horovod controller under horovodrun: gloo or mpi.",
+        choices=typing.get_args(HorovodController),
     )
     hosts: str = fld("Hosts and slots, e.g. 'node1:4,node2:4'. Empty: localhost with np slots.")
     network_interface: str = fld(
         "Network interface for Horovod and MPI traffic, e.g. eth0. Empty: let them choose."
     )
-    srun_controller: str = fld(
+    srun_controller: SrunController = fld(
         "Horovod controller for ranks started by srun: mpi (the cluster's PMI wires them up) "
         "or gloo (hvdbench runs Horovod's Gloo rendezvous itself: rank 0 serves it, and "
         "each rank takes HOROVOD_GLOO_IFACE from its route to rank 0's node).",
-        choices=("mpi", "gloo"),
+        choices=typing.get_args(SrunController),
     )
     rendezvous_port: int = fld(
         "Port of the Gloo rendezvous server under srun (on rank 0's node). 0: derived from "
@@ -535,11 +550,19 @@ def section_fields(section: str) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(_section_class(section))}
 
 
-def field_type(section: str, key: str) -> Any:
-    """The Python type of ``section.key``."""
+def field_hint(section: str, key: str) -> Any:
+    """The annotation of ``section.key``: a Python type, or a ``Literal`` of its choices."""
     if section not in _HINTS:
         _HINTS[section] = typing.get_type_hints(_section_class(section))
     return _HINTS[section][key]
+
+
+def field_type(section: str, key: str) -> Any:
+    """The Python type of ``section.key`` (``str`` for a ``Literal`` of strings)."""
+    hint = field_hint(section, key)
+    if typing.get_origin(hint) is Literal:
+        return type(typing.get_args(hint)[0])
+    return hint
 
 
 def all_keys() -> list[str]:
@@ -926,6 +949,9 @@ def describe() -> str:
         out.append(f"[{section}]  {(cls.__doc__ or '').strip()}")
         for name, f in section_fields(section).items():
             tp = field_type(section, name).__name__
+            choices = f.metadata["choices"]
+            if choices:
+                tp += ": " + " | ".join(_toml_value(c) for c in choices)
             default = _toml_value(defaults[section][name])
             out.append(f"  {section}.{name} ({tp}, default {default})")
             out.append(f"      {f.metadata['help']}")
