@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from hvdbench import config
+from hvdbench import config, preflight, topology
 from hvdbench.cluster import ClusterError
 from hvdbench.errors import UsageError
 
@@ -116,12 +116,14 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> config.Config:
 
 
 def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
-    from hvdbench import launcher, topology
+    from hvdbench import launcher
 
     cfg = _load(args, overrides)
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    preflight.check_directories(cfg)
+    preflight.check_memory(cfg, ranks_on_node(cfg, topo))
     if not inner:
         from hvdbench import modes
 
@@ -147,6 +149,14 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     from hvdbench.benchmark import run_rank
 
     return run_rank(cfg, topo, list(argv))
+
+
+def ranks_on_node(cfg: config.Config, topo: topology.Topology) -> int:
+    """The processes of this job on this node: the launcher's local size, or the ranks
+    hvdbench will start here itself."""
+    if topo.launched:
+        return topo.local_size
+    return 1 if cfg.launch.hosts else max(1, cfg.launch.np)
 
 
 def rank_roles(cfg: config.Config, size: int) -> Callable[[int], str] | None:
@@ -200,6 +210,7 @@ def launch_command(cfg: config.Config, np: int, rank_cmd: list[str]) -> list[str
         controller=cfg.launch.controller,
         network_interface=cfg.launch.network_interface,
         horovodrun=launcher.tool_path("horovodrun"),
+        start_timeout_s=cfg.launch.startup_timeout_s,
     )
 
 
@@ -212,18 +223,19 @@ def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
-    from hvdbench import topology
-
     cfg = _load(args, overrides)
     check_data(cfg, training=False)
+    preflight.check_directories(cfg)
+    preflight.check_memory(cfg, 1)
     from hvdbench.evaluate import evaluate
 
     return evaluate(cfg, topology.detect(os.environ), list(argv))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from hvdbench import download, topology
+    from hvdbench import download
 
+    preflight.check_writable("--dest", args.dest)
     topo = topology.detect(os.environ)
     try:
         path = download.cifar10_distributed(

@@ -74,6 +74,20 @@ def parse_host_list(text: str, key: str) -> list[str]:
     return hosts
 
 
+def check_distinct_tasks(ps_hosts: list[str], worker_hosts: list[str]) -> None:
+    """Every task needs its own host:port: two tasks on one address cannot both serve."""
+    seen: dict[str, str] = {}
+    for job, hosts in (("ps", ps_hosts), ("worker", worker_hosts)):
+        for i, h in enumerate(hosts):
+            task = f"{job} task {i}"
+            first = seen.setdefault(h.lower(), task)
+            if first != task:
+                raise UsageError(
+                    f"cluster.{job}_hosts: {h} is given to {first} and to {task}; every task "
+                    "needs its own host:port"
+                )
+
+
 def world_formula(num_ps: int, workers: int) -> str:
     """How the processes of a ps job add up, for error messages."""
     return f"ps({num_ps}) + workers({workers})"
@@ -115,6 +129,7 @@ def validate_cluster(cfg: Config) -> None:
         raise UsageError(f"ps.staged_vars: only mode parameter_server stages variables, not {mode}")
     ps_hosts = parse_host_list(cl.ps_hosts, "cluster.ps_hosts")
     worker_hosts = parse_host_list(cl.worker_hosts, "cluster.worker_hosts")
+    check_distinct_tasks(ps_hosts, worker_hosts)
     if not needs_ps(mode):
         if ps_hosts or cl.job_name == "ps":
             raise UsageError(f"cluster: mode {mode} has no ps tasks; leave cluster.ps_hosts empty")

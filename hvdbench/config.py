@@ -230,12 +230,6 @@ class PsConfig:
         "step ahead, so that fetching from the ps overlaps compute. Gradients are then "
         "computed on variables one step stale (see docs/parameter_server.md)."
     )
-    start_timeout_s: float = fld(
-        "How long a worker waits for its ps tasks and for the chief's initialisation, and "
-        "a ps for the chief's first word, before giving up with an error.",
-        min=0.0,
-        min_exclusive=True,
-    )
     idle_timeout_s: float = fld(
         "A ps task exits when it has heard nothing from the chief (heartbeat or stop "
         "signal) for this long, so that a ps never outlives a chief that died.",
@@ -346,6 +340,24 @@ class LaunchConfig:
         min=0,
         max=65535,
     )
+    startup_timeout_s: float = fld(
+        "Bound on every wait before the first training step: a rendezvous server to "
+        "appear, peers and gRPC servers to come up, sessions to open, the start-up "
+        "exchange, the watchdog's connections, and Horovod's Gloo store "
+        "(HOROVOD_GLOO_TIMEOUT_SECONDS, unless set). Each rank also gives up when its own "
+        "start-up (TensorFlow's import included) has not reached the first step within "
+        "it, naming the phase it is in. Generous by default: importing TensorFlow from a "
+        "shared file system on hundreds of nodes at once takes minutes. Silence during the "
+        "run is bounded by fault.heartbeat_timeout_s instead.",
+        min=0.0,
+        min_exclusive=True,
+    )
+    debug_startup_delay_rank: int = fld(
+        "Testing aid: this launcher rank sleeps debug_startup_delay_s at the start of its "
+        "start-up, before TensorFlow is imported (a slow import). -1: none.",
+        min=-1,
+    )
+    debug_startup_delay_s: float = fld("Testing aid: see debug_startup_delay_rank.", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -556,7 +568,19 @@ def _type_name(tp: Any) -> str:
     )
 
 
+# Keys that were renamed or replaced: an old key names its successor instead of failing
+# with a guess.
+RENAMED_KEYS: dict[str, str] = {
+    "ps.start_timeout_s": "launch.startup_timeout_s",
+}
+
+
 def _check_key(section: str, key: str | None = None) -> None:
+    if key is not None and f"{section}.{key}" in RENAMED_KEYS:
+        raise UsageError(
+            f"config key '{section}.{key}' was replaced by "
+            f"'{RENAMED_KEYS[f'{section}.{key}']}'; set that instead"
+        )
     if section not in SECTIONS:
         hint = difflib.get_close_matches(section, SECTIONS, n=1)
         raise UsageError(
