@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from hvdbench import config
 from hvdbench.errors import ClusterError, DownloadError, UsageError
+from hvdbench.launch import preflight, topology
 from hvdbench.launch.job import JobLayout
 
 DESCRIPTION = """\
@@ -116,12 +117,14 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> config.Config:
 
 
 def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
-    from hvdbench.launch import launcher, topology
+    from hvdbench.launch import launcher
 
     cfg = _load(args, overrides)
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    preflight.check_directories(cfg)
+    preflight.check_memory(cfg, ranks_on_node(cfg, topo))
     if not inner:
         from hvdbench import modes
 
@@ -145,6 +148,14 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     from hvdbench.run.benchmark import run_rank
 
     return run_rank(cfg, topo, list(argv))
+
+
+def ranks_on_node(cfg: config.Config, topo: topology.Topology) -> int:
+    """The processes of this job on this node: the launcher's local size, or the ranks
+    hvdbench will start here itself."""
+    if topo.launched:
+        return topo.local_size
+    return 1 if cfg.launch.hosts else max(1, cfg.launch.np)
 
 
 def rank_roles(cfg: config.Config, size: int) -> Callable[[int], str] | None:
@@ -183,10 +194,10 @@ def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
-    from hvdbench.launch import topology
-
     cfg = _load(args, overrides)
     check_data(cfg, training=False)
+    preflight.check_directories(cfg)
+    preflight.check_memory(cfg, 1)
     from hvdbench.run.evaluate import evaluate
 
     return evaluate(cfg, topology.detect(os.environ), list(argv))
@@ -194,8 +205,8 @@ def cmd_eval(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]
 
 def cmd_data(args: argparse.Namespace) -> int:
     from hvdbench.data import download
-    from hvdbench.launch import topology
 
+    preflight.check_writable("--dest", args.dest)
     topo = topology.detect(os.environ)
     try:
         path = download.cifar10_distributed(

@@ -245,12 +245,6 @@ class PsConfig:
         "step ahead, so that fetching from the ps overlaps compute. Gradients are then "
         "computed on variables one step stale (see docs/parameter_server.md)."
     )
-    start_timeout_s: float = fld(
-        "How long a worker waits for its ps tasks and for the chief's initialisation, and "
-        "a ps for the chief's first word, before giving up with an error.",
-        min=0.0,
-        min_exclusive=True,
-    )
     idle_timeout_s: float = fld(
         "A ps task exits when it has heard nothing from the chief (heartbeat or stop "
         "signal) for this long, so that a ps never outlives a chief that died.",
@@ -362,6 +356,24 @@ class LaunchConfig:
         min=0,
         max=65535,
     )
+    startup_timeout_s: float = fld(
+        "Bound on every wait before the first training step: a rendezvous server to "
+        "appear, peers and gRPC servers to come up, sessions to open, the start-up "
+        "exchange, the watchdog's connections, and Horovod's Gloo store "
+        "(HOROVOD_GLOO_TIMEOUT_SECONDS, unless set). Each rank also gives up when its own "
+        "start-up (TensorFlow's import included) has not reached the first step within "
+        "it, naming the phase it is in. Generous by default: importing TensorFlow from a "
+        "shared file system on hundreds of nodes at once takes minutes. Silence during the "
+        "run is bounded by fault.heartbeat_timeout_s instead.",
+        min=0.0,
+        min_exclusive=True,
+    )
+    debug_startup_delay_rank: int = fld(
+        "Testing aid: this launcher rank sleeps debug_startup_delay_s at the start of its "
+        "start-up, before TensorFlow is imported (a slow import). -1: none.",
+        min=-1,
+    )
+    debug_startup_delay_s: float = fld("Testing aid: see debug_startup_delay_rank.", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -580,7 +592,19 @@ def _type_name(tp: Any) -> str:
     )
 
 
+# Keys that were renamed or replaced: an old key names its successor instead of failing
+# with a guess.
+RENAMED_KEYS: dict[str, str] = {
+    "ps.start_timeout_s": "launch.startup_timeout_s",
+}
+
+
 def _check_key(section: str, key: str | None = None) -> None:
+    if key is not None and f"{section}.{key}" in RENAMED_KEYS:
+        raise UsageError(
+            f"config key '{section}.{key}' was replaced by "
+            f"'{RENAMED_KEYS[f'{section}.{key}']}'; set that instead"
+        )
     if section not in SECTIONS:
         hint = difflib.get_close_matches(section, SECTIONS, n=1)
         raise UsageError(
@@ -837,6 +861,7 @@ def _validate_cluster(cfg: Config) -> None:
         raise UsageError(f"ps.staged_vars: only mode parameter_server stages variables, not {mode}")
     ps_hosts = parse_host_list(cl.ps_hosts, "cluster.ps_hosts")
     worker_hosts = parse_host_list(cl.worker_hosts, "cluster.worker_hosts")
+    check_distinct_tasks(ps_hosts, worker_hosts)
     if not needs_ps(mode):
         if ps_hosts or cl.job_name == "ps":
             raise UsageError(f"cluster: mode {mode} has no ps tasks; leave cluster.ps_hosts empty")
@@ -899,6 +924,20 @@ def parse_host_list(text: str, key: str) -> list[str]:
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"{key}: cannot read {h!r}; expected host:port, e.g. 'node1:2222'")
     return hosts
+
+
+def check_distinct_tasks(ps_hosts: list[str], worker_hosts: list[str]) -> None:
+    """Every task needs its own host:port: two tasks on one address cannot both serve."""
+    seen: dict[str, str] = {}
+    for job, hosts in (("ps", ps_hosts), ("worker", worker_hosts)):
+        for i, h in enumerate(hosts):
+            task = f"{job} task {i}"
+            first = seen.setdefault(h.lower(), task)
+            if first != task:
+                raise UsageError(
+                    f"cluster.{job}_hosts: {h} is given to {first} and to {task}; every task "
+                    "needs its own host:port"
+                )
 
 
 def trace_steps(text: str) -> tuple[int, int] | None:

@@ -94,9 +94,16 @@ class Watchdog:
         on_abort: Callable[[str], None],
         progress: Progress,
         on_lost: Callable[[Peer], str | None] | None = None,
+        startup_timeout: float | None = None,
     ) -> None:
         self.rank, self.host = rank, host
         self.interval, self.timeout, self.step_deadline = interval, timeout, step_deadline
+        # The connections are made before the first step: launch.startup_timeout_s bounds
+        # them, not the heartbeat timeout (which bounds silence during the run).
+        self.startup_timeout = timeout if startup_timeout is None else startup_timeout
+        self._startup_key = (
+            "fault.heartbeat_timeout_s" if startup_timeout is None else "launch.startup_timeout_s"
+        )
         self.on_abort = on_abort
         self.progress = progress
         self.on_lost = on_lost
@@ -179,7 +186,7 @@ class Watchdog:
 
     # -- the chief -----------------------------------------------------------------------
     def _connect(self, addresses: dict[int, tuple[str, int]]) -> None:
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.startup_timeout
         for peer in self.peers:
             while peer.sock is None:
                 try:
@@ -192,7 +199,8 @@ class Watchdog:
                     if time.monotonic() > deadline:
                         self._abort(
                             f"rank {peer.rank} on host {peer.host} is unreachable: its watchdog "
-                            f"did not answer within {self.timeout:g} s (fault.heartbeat_timeout_s)",
+                            f"did not answer within {self.startup_timeout:g} s "
+                            f"({self._startup_key})",
                             [p.sock for p in self.peers if p.sock],
                         )
                         return
@@ -280,14 +288,14 @@ class Watchdog:
     # -- every other rank ----------------------------------------------------------------
     def _run_rank(self) -> None:
         assert self._listener is not None
-        self._listener.settimeout(self.timeout)
+        self._listener.settimeout(self.startup_timeout)
         try:
             self._chief, _ = self._listener.accept()
         except OSError:
             if not self._stop.is_set():
                 self._abort(
                     f"rank {self.rank} on host {self.host}: the chief (worker 0) never connected "
-                    f"within {self.timeout:g} s (fault.heartbeat_timeout_s); aborting",
+                    f"within {self.startup_timeout:g} s ({self._startup_key}); aborting",
                     [],
                 )
             return

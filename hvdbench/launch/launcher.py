@@ -43,13 +43,18 @@ def horovodrun_command(
     controller: str = "gloo",
     network_interface: str = "",
     horovodrun: str = "horovodrun",
+    start_timeout_s: float = 0,
 ) -> list[str]:
-    """``horovodrun -np N -H hosts --gloo|--mpi [--network-interface IF] command...``."""
+    """``horovodrun -np N -H hosts --gloo|--mpi [--network-interface IF]
+    [--start-timeout S] command...``. ``start_timeout_s`` (launch.startup_timeout_s)
+    bounds horovodrun's own start-up checks, whose default is 30 s."""
     if controller not in ("gloo", "mpi"):
         raise UsageError(f"launch.controller: {controller!r} is not one of: gloo, mpi")
     cmd = [horovodrun, "-np", str(np), "-H", hosts_arg(hosts, np), f"--{controller}"]
     if network_interface:
         cmd += ["--network-interface", network_interface]
+    if start_timeout_s > 0:
+        cmd += ["--start-timeout", str(max(1, int(round(start_timeout_s))))]
     return cmd + list(command)
 
 
@@ -108,6 +113,7 @@ def launch_command(cfg: Config, np: int, rank_cmd: list[str]) -> list[str]:
         controller=cfg.launch.controller,
         network_interface=cfg.launch.network_interface,
         horovodrun=tool_path("horovodrun"),
+        start_timeout_s=cfg.launch.startup_timeout_s,
     )
 
 

@@ -216,7 +216,7 @@ class GlooRendezvous:
                     raise ClusterError(
                         f"rank {self.slots.rank} on host {self.slots.hostname}: Gloo's rendezvous "
                         f"on {self.slots.hosts[0]} ({self.address}:{self.port}) is unreachable "
-                        f"after {timeout_s:g} s (fault.heartbeat_timeout_s)"
+                        f"after {timeout_s:g} s (launch.startup_timeout_s): rank 0 never served it"
                     ) from None
                 time.sleep(0.2)
 

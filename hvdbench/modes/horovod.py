@@ -7,7 +7,8 @@ import os
 import sys
 from typing import Any
 
-from hvdbench.config import HorovodConfig
+from hvdbench.components import startup
+from hvdbench.config import Config, HorovodConfig
 from hvdbench.errors import UsageError
 from hvdbench.modes.registry import Mode, register
 
@@ -60,6 +61,12 @@ def knob_env(
     return env, effective, warnings
 
 
+def gloo_timeout(cfg: Config) -> str:
+    """HOROVOD_GLOO_TIMEOUT_SECONDS for launch.startup_timeout_s: Horovod reads whole
+    seconds, and Gloo's store waits this long for every rank at start-up."""
+    return str(max(1, int(round(cfg.launch.startup_timeout_s))))
+
+
 def required_controller(source: str, env: dict[str, str] | os._Environ[str]) -> str | None:
     """The controller this launch needs: Gloo under horovodrun --gloo (or hvdbench's own
     rendezvous), MPI under mpirun/srun, none for a single process."""
@@ -97,10 +104,13 @@ class HorovodMode(Mode):
             # No horovodrun under srun: serve (rank 0) or find Horovod's Gloo rendezvous.
             from hvdbench.launch import netinfo
 
+            startup.phase("waiting for Gloo's rendezvous on rank 0's node", waiting=True)
             self.rendezvous, gloo = netinfo.start_gloo_rendezvous(
-                os.environ, self.cfg.launch.rendezvous_port, self.cfg.fault.heartbeat_timeout_s
+                os.environ, self.cfg.launch.rendezvous_port, self.cfg.launch.startup_timeout_s
             )
             os.environ.update(gloo)
+        # Horovod's Gloo store waits this long for every rank's key (its default is 30 s).
+        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", gloo_timeout(self.cfg))
         check_build(hvd, required_controller(self.topo.source, os.environ))
         env, self.knobs, warnings = knob_env(
             self.cfg.horovod, bool(hvd.nccl_built()), self.topo.size
@@ -112,6 +122,10 @@ class HorovodMode(Mode):
         for w in warnings:
             if self.topo.rank == 0:
                 print(f"hvdbench: warning: {w}", file=sys.stderr, flush=True)
+        startup.phase(
+            "waiting in hvd.init() for every rank to join (MPI_Init or Gloo's rendezvous)",
+            waiting=True,
+        )
         hvd.init()
         self.hvd = hvd
 

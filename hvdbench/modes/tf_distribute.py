@@ -18,6 +18,7 @@ import json
 import os
 from typing import Any
 
+from hvdbench.components import startup
 from hvdbench.config import Config
 from hvdbench.modes.registry import Mode, register
 
@@ -77,10 +78,14 @@ class CollectiveAllReduceMode(Mode):
         spec, role = self.membership.spec, self.membership.role
         cluster.check_port_free(spec.address(role), f"worker task {role.index}")
         os.environ["TF_CONFIG"] = cluster.tf_config(spec, role)
+        # The strategy takes one timeout for all its collectives. The first of them (the
+        # initial variables' broadcast) is its start-up, so launch.startup_timeout_s bounds
+        # it; during the run the watchdog names a lost or silent worker long before.
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.RING,
-            timeout_seconds=self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s,
+            timeout_seconds=self.cfg.launch.startup_timeout_s,
         )
+        startup.phase("waiting for every worker in MultiWorkerMirroredStrategy's start-up", True)
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
     @property

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hvdbench import modes
-from hvdbench.components import metrics, record, runtime, stopping, watchdog
+from hvdbench.components import metrics, record, runtime, startup, stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.launch import netinfo, slurm
 from hvdbench.launch.job import JobLayout
@@ -80,6 +80,18 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
     stopped = False
     layout = JobLayout.of_rank(cfg, topo)  # checks launch.np against the launcher's ranks
+    startup.begin(
+        topo.rank,
+        topo.hostname,
+        cfg.launch.startup_timeout_s,
+        "binding cores, importing TensorFlow",
+    )
+    if topo.rank == cfg.launch.debug_startup_delay_rank:
+        startup.phase(
+            f"in its testing delay (launch.debug_startup_delay_s={cfg.launch.debug_startup_delay_s:g})"
+        )
+        time.sleep(cfg.launch.debug_startup_delay_s)
+        startup.phase("binding cores, importing TensorFlow")
     slot = layout.core_slot(topo.rank, topo.local_rank, topo.local_size)
     cores = runtime.bind_cores(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
@@ -96,13 +108,17 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     )
 
     mode = modes.get(cfg.mode.name)(cfg, topo, layout)
+    startup.phase(f"joining the job (mode {cfg.mode.name})")
     mode.setup()
     rank_info["network"] = netinfo.describe(os.environ, topo)  # after setup: Gloo's iface
     dog: watchdog.Watchdog | None = None
     try:
+        startup.phase("building the model, its optimizer and its input")
         mode.build()
         hooks = RunHooks(cfg, mode)
+        startup.phase("restoring the checkpoint")
         resumed = hooks.restore()  # the chief's state, before initialize() shares it
+        startup.phase("waiting for every rank to share the starting point", waiting=True)
         mode.initialize()
         rank_info["worker"] = mode.worker_index
         progress = watchdog.Progress()
@@ -116,8 +132,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             on_abort=run.abort,
             progress=progress,
             on_lost=run.worker_lost if mode.tolerates_lost_workers() else None,
+            startup_timeout=cfg.launch.startup_timeout_s,
         )
         port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
+        startup.phase("waiting for every rank at the start-up exchange", waiting=True)
         infos = mode.exchange({"rank": rank_info, "port": port})
         if mode.is_chief:
             assert infos is not None
@@ -140,6 +158,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 ]
             dog.start(peers)
             run.peers = dog.peers
+        startup.done()  # from here on fault.heartbeat_timeout_s and the step deadline
 
         try:
             measured, stopped, done, agreement = _measure(cfg, mode, run, progress, hooks, stop)
@@ -212,6 +231,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         # the chief short.
         mode.any_rank(False)
     finally:
+        startup.done()
         if dog is not None:
             dog.stop()
         mode.shutdown()

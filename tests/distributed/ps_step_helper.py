@@ -34,7 +34,6 @@ def main() -> int:
             f"--cluster.worker_hosts={worker_hosts}",
             f"--cluster.job_name={job}",
             f"--cluster.task_index={index}",
-            "--ps.start_timeout_s=60",
             "--ps.idle_timeout_s=60",
         ],
     )

@@ -34,7 +34,6 @@ BACKUP = [
     "--train.display_every=5",
     # detection timeouts, short: a ps that never hears from the chief again, a session
     # that never becomes ready, a step that never ends; heartbeats every 0.5 s
-    "--ps.start_timeout_s=20",
     "--ps.idle_timeout_s=20",
     "--fault.heartbeat_interval_s=0.5",
     "--fault.heartbeat_timeout_s=15",

@@ -26,7 +26,6 @@ TINY = [
     "--train.num_warmup_steps=2",
     "--train.num_steps=6",
     "--train.display_every=2",
-    "--ps.start_timeout_s=60",
     "--ps.idle_timeout_s=60",
 ]
 

@@ -41,7 +41,6 @@ SLOW_CHIEF = [
     "--checkpoint.every_steps=20",
     # detection timeouts, short: a ps that never hears from the chief again, a session
     # that never becomes ready, a step that never ends
-    "--ps.start_timeout_s=30",
     "--ps.idle_timeout_s=30",
     "--fault.step_deadline_s=40",
 ]

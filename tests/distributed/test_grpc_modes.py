@@ -14,7 +14,6 @@ FAST = [
     "--model.name=trivial",
     "--train.num_warmup_steps=1",
     "--train.num_steps=5",
-    "--ps.start_timeout_s=60",
     "--ps.idle_timeout_s=60",
 ]
 

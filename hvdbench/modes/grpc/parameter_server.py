@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hvdbench.components import startup
 from hvdbench.config import Config
 from hvdbench.modes.registry import Mode, register
 
@@ -66,7 +67,8 @@ class GrpcGraphMode(Mode):
         self.server = gr.start_server(self.membership, self.session_config)
         if role.is_ps:
             gr.serve_ps(self.membership, cfg, self.server, intra, inter)  # never returns
-        gr.wait_for_tasks(list(spec.ps), cfg.ps.start_timeout_s, "a ps task")
+        startup.phase("waiting for the ps tasks' gRPC servers", waiting=True)
+        gr.wait_for_tasks(list(spec.ps), cfg.launch.startup_timeout_s, "a ps task")
         self._closed = False
         self._extras: list[dict[str, Any]] = []
         self._global_steps: list[int] = []
@@ -116,7 +118,9 @@ class GrpcGraphMode(Mode):
         if self.is_chief:
             self.control.start_heartbeat(max(0.5, min(5.0, cfg.ps.idle_timeout_s / 4)))
         else:
-            self.control.wait_ready(cfg.ps.start_timeout_s)
+            startup.phase("waiting for the chief to initialise the variables", waiting=True)
+            self.control.wait_ready(cfg.launch.startup_timeout_s)
+        startup.phase("opening the training session on the ps tasks", waiting=True)
         hooks = list(self.hooks)
         try:
             with self.graph.as_default():
@@ -146,19 +150,20 @@ class GrpcGraphMode(Mode):
                         save_summaries_steps=None,
                         save_summaries_secs=None,
                         log_step_count_steps=None,
-                        max_wait_secs=cfg.ps.start_timeout_s,
+                        max_wait_secs=cfg.launch.startup_timeout_s,
                         stop_grace_period_secs=grace,
                     )
                 else:
                     creator = _WorkerSessionCreator(
-                        self.server.target, self.session_config, cfg.ps.start_timeout_s
+                        self.server.target, self.session_config, cfg.launch.startup_timeout_s
                     )
                     self.sess = v1.train.MonitoredSession(
                         session_creator=creator, hooks=hooks, stop_grace_period_secs=grace
                     )
         except tf.errors.DeadlineExceededError:
             raise ClusterError(
-                f"worker {self.worker_index}: no session within {cfg.ps.start_timeout_s:g} s"
+                f"worker {self.worker_index}: no session within "
+                f"{cfg.launch.startup_timeout_s:g} s (launch.startup_timeout_s)"
             ) from None
         if self.is_chief:
             self.control.announce_ready()
@@ -240,8 +245,14 @@ class GrpcGraphMode(Mode):
             self.control._run(self.release_op, timeout_s=60)
         self.drained_steps = drained
 
+    def _collection_timeout(self) -> float:
+        """The end-of-run collection and barriers wait for the slowest worker to finish its
+        steps, which no key bounds; the watchdog ends the job if a worker dies or falls
+        silent, and this is the last resort behind it."""
+        return self.cfg.launch.startup_timeout_s + self.cfg.ps.idle_timeout_s
+
     def gather(self, obj: Any) -> list[Any] | None:
-        timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
+        timeout = self._collection_timeout()
         self.drained_steps = 0
         if self.sync:
             self._drain()
@@ -287,14 +298,13 @@ class GrpcGraphMode(Mode):
         if not self.is_chief:
             self.control.put({"index": self.worker_index, "obj": obj, "extra": {}})
             return None
-        timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
-        items = self.control.take(self.num_workers - 1, timeout)
+        items = self.control.take(self.num_workers - 1, self.cfg.launch.startup_timeout_s)
         items.append({"index": 0, "obj": obj})
         items.sort(key=lambda d: d["index"])
         return [d["obj"] for d in items]
 
     def any_rank(self, flag: bool) -> bool:
-        timeout = self.cfg.ps.start_timeout_s + self.cfg.ps.idle_timeout_s
+        timeout = self._collection_timeout()
         if self.tolerates_lost_workers():
             return self.control.any_live(flag, self.is_chief, self._live_workers, timeout)
         return self.control.any_rank(flag, self.is_chief, timeout)
@@ -526,7 +536,7 @@ def _WorkerSessionCreator(target: str, config: Any, max_wait_s: float) -> Any:
     """A non-chief's sessions, as MonitoredTrainingSession's own but polling every
     second, not every 30 s, for the chief to (re)initialise the variables: a worker whose
     session was aborted by a lost ps task then rejoins as soon as the chief has reloaded
-    the checkpoint, instead of giving up when ``ps.start_timeout_s`` is under 30 s."""
+    the checkpoint, instead of giving up when ``launch.startup_timeout_s`` is under 30 s."""
     import tensorflow as tf
 
     v1 = tf.compat.v1

@@ -6,8 +6,8 @@ waits on a **control queue** that lives on itself (a ``FIFOQueue`` of strings wi
 ``shared_name``, so that the chief's graph reaches the same queue):
 
 * the chief sends ``alive`` every few seconds while it runs, and ``stop`` when it is done;
-* a ps that hears nothing for ``ps.idle_timeout_s`` (``ps.start_timeout_s`` before the
-  first word) concludes the chief is gone;
+* a ps that hears nothing for ``ps.idle_timeout_s`` (``launch.startup_timeout_s`` before
+  the first word) concludes the chief is gone;
 * either way the ps leaves by exiting its process (after ``MPI_Finalize`` when it was
   started under MPI), since the server cannot be stopped.
 
@@ -30,6 +30,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from hvdbench.components import startup
 from hvdbench.config import Config
 from hvdbench.errors import ClusterError, UsageError
 from hvdbench.launch import netinfo
@@ -77,6 +78,10 @@ def resolve(cfg: Config, topo: Topology, layout: JobLayout) -> Membership:
     base = cfg.cluster.base_port
     port = cluster.free_ports(1, base + topo.rank if base else 0)[0]
     host = cfg.cluster.advertise_address or netinfo.advertise_host(os.environ, topo)
+    startup.phase(
+        "waiting for every rank in mpi4py's start-up (MPI_Init and the address exchange)",
+        waiting=True,
+    )
     addresses = cluster.exchange_addresses(f"{host}:{port}")
     if len(addresses) != topo.size:
         raise ClusterError(
@@ -126,7 +131,7 @@ def wait_for_tasks(addresses: list[str], timeout_s: float, what: str) -> None:
                 if time.monotonic() > deadline:
                     raise ClusterError(
                         f"{what} at {address} not reachable after {timeout_s:g} s "
-                        "(ps.start_timeout_s)"
+                        "(launch.startup_timeout_s)"
                     ) from None
                 time.sleep(0.2)
 
@@ -170,16 +175,16 @@ def serve_ps(m: Membership, cfg: Config, server: Any, intra: int, inter: int) ->
     )
     name = f"ps task {m.role.index}"
     code = 0
+    startup.done()  # serving: its own waits are bounded below
     with v1.Session(server.target, graph=graph, config=config) as sess:
-        timeout = cfg.ps.start_timeout_s
+        timeout, key = cfg.launch.startup_timeout_s, "launch.startup_timeout_s"
         while True:
             options = v1.RunOptions(timeout_in_ms=int(timeout * 1000))
             try:
                 word = sess.run(receive, options=options)
             except tf.errors.DeadlineExceededError:
                 print(
-                    f"hvdbench: {name}: no word from the chief in {timeout:g} s "
-                    "(ps.idle_timeout_s); exiting",
+                    f"hvdbench: {name}: no word from the chief in {timeout:g} s ({key}); exiting",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -190,7 +195,7 @@ def serve_ps(m: Membership, cfg: Config, server: Any, intra: int, inter: int) ->
                 # their clean-up calls, then leave.
                 time.sleep(STOP_GRACE_S)
                 break
-            timeout = cfg.ps.idle_timeout_s
+            timeout, key = cfg.ps.idle_timeout_s, "ps.idle_timeout_s"
     exit_process(code, m.under_mpi)
 
 
@@ -299,7 +304,7 @@ class ControlPlane:
                     self.tell_ps(ALIVE)
                 except tf.errors.OpError:
                     # a ps task is down: keep beating, so that a restarted one hears
-                    # from the chief (it leaves after ps.start_timeout_s otherwise)
+                    # from the chief (it leaves after launch.startup_timeout_s otherwise)
                     continue
 
         self.tell_ps(ALIVE)
@@ -323,7 +328,7 @@ class ControlPlane:
         except tf.errors.DeadlineExceededError:
             raise ClusterError(
                 f"the chief did not initialise the variables within {timeout_s:g} s "
-                "(ps.start_timeout_s)"
+                "(launch.startup_timeout_s)"
             ) from None
 
     # workers -> chief
