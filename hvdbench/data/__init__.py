@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hvdbench.config import Config
+from hvdbench.data import layout
 from hvdbench.errors import UsageError
 
 Batch = tuple[Any, Any]
@@ -91,7 +92,6 @@ def read_errors(cfg: Config) -> Iterator[None]:
 
 def describe(cfg: Config, training: bool = True) -> dict[str, Any]:
     """What the record says about the input: source, directory, files, example count."""
-    from hvdbench.data import layout
 
     files = layout.files(cfg.data.source, cfg.data.dir, training)
     info: dict[str, Any] = {"source": cfg.data.source}

@@ -6,6 +6,7 @@ import re
 import subprocess
 
 from hvdbench.errors import UsageError
+from hvdbench.launch.launcher import tool_path
 
 REBUILD = {
     "TensorFlow": "HOROVOD_WITH_TENSORFLOW=1",
@@ -41,7 +42,6 @@ def rebuild_message(missing: list[str]) -> str:
 
 def run_check_build(horovodrun: str | None = None) -> dict[str, bool]:
     """Run ``horovodrun --check-build`` and parse it."""
-    from hvdbench.launch.launcher import tool_path
 
     exe = horovodrun or tool_path("horovodrun")
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
+from hvdbench.models.specs import MODEL_SPECS
 
 FLOAT32_BYTES = 4
 
@@ -81,7 +82,6 @@ def check_memory(cfg: Config, ranks_on_node: int, memory: int | None = None) -> 
     """Refuse a per-device batch whose input tensor alone cannot fit in the node's memory:
     a lower bound (activations, weights and TensorFlow come on top), so nothing that could
     run is refused, and what TensorFlow would die on with ResourceExhaustedError is."""
-    from hvdbench.models.specs import MODEL_SPECS  # no TensorFlow behind it
 
     spec = MODEL_SPECS[cfg.model.name]
     size = cfg.model.image_size or spec.image_size

@@ -7,9 +7,13 @@ import os
 import sys
 from typing import Any
 
+from hvdbench import models
 from hvdbench.components import startup
 from hvdbench.config import Config, HorovodConfig
+from hvdbench.data import make_input
 from hvdbench.errors import UsageError
+from hvdbench.launch import netinfo
+from hvdbench.launch.buildcheck import rebuild_message
 from hvdbench.modes.registry import Mode, register
 
 MIB = 1024 * 1024
@@ -79,7 +83,6 @@ def required_controller(source: str, env: dict[str, str] | os._Environ[str]) -> 
 
 def check_build(hvd: Any, controller: str | None) -> None:
     """Fail with rebuild advice when Horovod lacks the controller this launch needs."""
-    from hvdbench.launch.buildcheck import rebuild_message
 
     built = {"mpi": hvd.mpi_built(), "gloo": hvd.gloo_built()}
     if controller and not built[controller]:
@@ -102,7 +105,6 @@ class HorovodMode(Mode):
         self.rendezvous = None
         if self.cfg.launch.srun_controller == "gloo" and self.topo.source in ("pmix", "slurm"):
             # No horovodrun under srun: serve (rank 0) or find Horovod's Gloo rendezvous.
-            from hvdbench.launch import netinfo
 
             startup.phase("waiting for Gloo's rendezvous on rank 0's node", waiting=True)
             self.rendezvous, gloo = netinfo.start_gloo_rendezvous(
@@ -140,9 +142,7 @@ class HorovodMode(Mode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.components import training
-        from hvdbench.data import make_input
 
         cfg = self.cfg
         training.set_precision_policy(cfg)

@@ -18,8 +18,12 @@ import json
 import os
 from typing import Any
 
+from hvdbench import models
 from hvdbench.components import startup
 from hvdbench.config import Config
+from hvdbench.data import make_input
+from hvdbench.modes.grpc import cluster, spawn
+from hvdbench.modes.grpc.cluster import describe
 from hvdbench.modes.registry import Mode, register
 
 
@@ -63,14 +67,12 @@ class CollectiveAllReduceMode(Mode):
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
-        from hvdbench.modes.grpc import spawn
 
         return spawn.launch(cfg, rank_argv, dry_run)
 
     def setup(self) -> None:
         import tensorflow as tf
 
-        from hvdbench.modes.grpc import cluster
         from hvdbench.modes.grpc import runtime as grpc_runtime
 
         tf.get_logger().setLevel("ERROR")
@@ -99,9 +101,7 @@ class CollectiveAllReduceMode(Mode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.components import training
-        from hvdbench.data import make_input
 
         cfg = self.cfg
         training.set_precision_policy(cfg)
@@ -160,8 +160,6 @@ class CollectiveAllReduceMode(Mode):
         return self._all_reduce_max(1 if flag else 0) > 0
 
     def details(self) -> dict[str, Any]:
-        from hvdbench.modes.grpc.cluster import describe
-
         return {
             "num_workers": self.num_workers,
             "communication": "RING",
@@ -207,7 +205,6 @@ class LocalDevicesMode(Mode):
     def _batches(self) -> list[tuple[Any, Any]]:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.data.synthetic import synthetic_batch
 
         cfg = self.cfg
@@ -259,7 +256,6 @@ class ReplicatedMode(LocalDevicesMode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.components import training
 
         cfg = self.cfg
@@ -302,7 +298,6 @@ class IndependentMode(LocalDevicesMode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.components import training
 
         cfg = self.cfg

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import modes
+from hvdbench import models, modes
 from hvdbench.components import metrics, record, runtime, startup, stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.launch import netinfo, slurm
@@ -31,8 +31,6 @@ def _say(mode: modes.Mode, text: str) -> None:
 
 
 def banner(cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]) -> list[str]:
-    from hvdbench import models
-
     n = mode.num_workers
     b = cfg.train.per_device_batch_size
     return [

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hvdbench.components import record, runtime
+from hvdbench import models
+from hvdbench.components import checkpoint, record, runtime
 from hvdbench.config import Config
+from hvdbench.data import describe, make_dataset, make_synthetic_input, read_errors
 from hvdbench.errors import UsageError
 from hvdbench.launch.topology import Topology
 
@@ -33,7 +35,6 @@ def eval_logdir(cfg: Config) -> str:
 def evaluate(cfg: Config, topo: Topology, argv: list[str]) -> int:
     if not cfg.checkpoint.dir:
         raise UsageError("checkpoint.dir: hvdbench eval needs the directory of the checkpoints")
-    from hvdbench.components import checkpoint
 
     if not checkpoint.candidates(cfg.checkpoint.dir):
         raise UsageError(
@@ -48,9 +49,7 @@ def evaluate(cfg: Config, topo: Topology, argv: list[str]) -> int:
     runtime.configure_tensorflow(cfg, topo, cores)
     import tensorflow as tf
 
-    from hvdbench import models
     from hvdbench.components import training
-    from hvdbench.data import describe, make_dataset, make_synthetic_input, read_errors
 
     training.set_precision_policy(cfg)
     model = models.build(cfg)

@@ -20,9 +20,11 @@ import sys
 import time
 from typing import Any
 
-from hvdbench import config
+from hvdbench import config, models
 from hvdbench.components import metrics
+from hvdbench.components.checkpoint import Checkpointer
 from hvdbench.config import CheckpointConfig, Config
+from hvdbench.data import describe, make_synthetic_input
 from hvdbench.modes import Mode
 
 
@@ -61,7 +63,6 @@ class RunHooks:
         """The chief saves into ``ckpt.dir``; another worker of a collective save (a mode
         with ``checkpoint_on_every_worker``) writes its share to a scratch directory that
         :meth:`finish` removes."""
-        from hvdbench.components.checkpoint import Checkpointer
 
         if not self.mode.is_chief:
             import tempfile
@@ -167,8 +168,6 @@ class RunHooks:
     def measure_synthetic(self) -> list[float]:
         """Time ``num_steps`` steps on one synthetic batch reused, as the ceiling that the
         real input's step time is compared with."""
-        from hvdbench import models
-        from hvdbench.data import make_synthetic_input
 
         cfg, mode = self.cfg, self.mode
         synthetic = make_synthetic_input(
@@ -249,7 +248,6 @@ class RunHooks:
     def record_fields(self, gathered: list[dict[str, Any]], totals: metrics.Totals) -> dict:
         """The record's ``data``, ``checkpoint``, ``summary``, ``trace`` and
         ``input_pipeline`` entries (chief)."""
-        from hvdbench.data import describe
 
         cfg = self.cfg
         out: dict[str, Any] = {"data": describe(cfg), "global_step": self.global_step}

@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hvdbench import config, models
+from hvdbench.components import record
 from hvdbench.errors import UsageError
+from hvdbench.launch import slurm
 
 IMPLEMENTATIONS = ("horovod", "mpi4py")
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
@@ -122,7 +125,6 @@ def table(results: Sequence[Result], n: int) -> str:
 def model_gradient_sizes(model_name: str) -> list[int]:
     """Bytes of each distinct trainable variable of a model, plus the total (what Horovod's
     tensor fusion sends at once when it fits the fusion buffer)."""
-    from hvdbench import config, models
 
     cfg = config.load(None, [f"--model.name={model_name}"])
     model = models.build(cfg)
@@ -229,8 +231,6 @@ def run_rank(
 def write(
     output_dir: str, results: Sequence[Result], facts: dict[str, Any], argv: list[str]
 ) -> Path:
-    from hvdbench.components import record
-    from hvdbench.launch import slurm
 
     n = int(facts["world_size"])
     data = {

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hvdbench import config, models
 from hvdbench.errors import UsageError
 from hvdbench.study import overlap, readiness
 
@@ -285,8 +286,6 @@ def _bytes_per_param(cfg: Mapping[str, Any]) -> int:
 
 
 def _build_model(cfg: Mapping[str, Any]) -> Any:
-    from hvdbench import config, models
-
     c = config.load(None, [f"--model.{k}={v}" for k, v in cfg["model"].items()])
     return models.build(c)
 

@@ -43,6 +43,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# Third-party imports worth delaying: a function-local import of an hvdbench module is
+# there to keep one of these off the start-up path (a bad config must fail in well under a
+# second), never to hide a cycle.
+HEAVY = ("tensorflow", "horovod", "mpi4py", "matplotlib", "numpy", "keras")
+
+
 @dataclass(frozen=True)
 class Import:
     source: str  # the importing module
@@ -172,6 +178,30 @@ def test_imports_run_one_way() -> None:
         if layer(i.target) < layer(i.source)
     ]
     assert upward == []
+
+
+def test_function_local_imports_only_delay_heavy_imports() -> None:
+    """A function-local import of an hvdbench module is there only because the module
+    imports one of :data:`HEAVY` at its top, or imports a module that does."""
+    top: dict[str, set[str]] = {m: set() for m in modules()}
+    for i in imports():
+        if not i.local:
+            top[i.source].add(i.target)
+
+    def heavy(m: str, seen: set[str]) -> bool:
+        if m in seen:
+            return False
+        seen.add(m)
+        return any(
+            t.split(".")[0] in HEAVY or (t in top and heavy(t, seen)) for t in top.get(m, ())
+        )
+
+    needless = [
+        f"{i.source}:{i.line} imports {i.target} inside a function; import it at the top"
+        for i in internal()
+        if i.local and not heavy(i.target, set())
+    ]
+    assert needless == []
 
 
 # The checker itself: a cycle and an upward import are found.

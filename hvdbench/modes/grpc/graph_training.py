@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from hvdbench import models
 from hvdbench.config import Config, TrainConfig
 
 v1 = tf.compat.v1
@@ -39,7 +40,6 @@ def make_v1_optimizer(train: TrainConfig) -> Any:
 def synthetic_arrays(cfg: Config, worker_index: int) -> tuple[np.ndarray, np.ndarray]:
     """This worker's synthetic batch as arrays, drawn eagerly (before any graph is built)
     exactly as the eager modes draw it: ``synthetic_batch(..., seed + worker_index)``."""
-    from hvdbench import models
     from hvdbench.data.synthetic import synthetic_batch
 
     images, labels = synthetic_batch(

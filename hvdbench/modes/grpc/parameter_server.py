@@ -27,8 +27,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hvdbench import models
 from hvdbench.components import startup
 from hvdbench.config import Config
+from hvdbench.errors import ClusterError
+from hvdbench.modes.grpc import lost_workers, spawn
+from hvdbench.modes.grpc.cluster import describe
+from hvdbench.modes.grpc.placement import GreedyByteSize
 from hvdbench.modes.registry import Mode, register
 
 
@@ -46,7 +51,6 @@ class GrpcGraphMode(Mode):
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
         if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
             return None
-        from hvdbench.modes.grpc import spawn
 
         return spawn.launch(cfg, rank_argv, dry_run)
 
@@ -94,7 +98,6 @@ class GrpcGraphMode(Mode):
     def tolerates_lost_workers(self) -> bool:
         """Synchronous with backup workers, and not under MPI (whose launcher ends the
         whole job when a rank dies): see :mod:`hvdbench.modes.grpc.lost_workers`."""
-        from hvdbench.modes.grpc import lost_workers
 
         return not self.membership.under_mpi and lost_workers.tolerates(self.cfg, self.num_workers)
 
@@ -109,8 +112,6 @@ class GrpcGraphMode(Mode):
 
     def initialize(self) -> None:
         import tensorflow as tf
-
-        from hvdbench.errors import ClusterError
 
         v1 = tf.compat.v1
         cfg = self.cfg
@@ -277,7 +278,6 @@ class GrpcGraphMode(Mode):
     def _take_live(self, timeout_s: float) -> list[dict[str, Any]]:
         """The chief's collection when workers may be lost: every other worker's item,
         except those of the workers left out (also one lost while the chief waits)."""
-        from hvdbench.errors import ClusterError
 
         deadline = time.monotonic() + timeout_s
         items: list[dict[str, Any]] = []
@@ -354,8 +354,6 @@ class GrpcGraphMode(Mode):
         self.control.close()
 
     def details(self) -> dict[str, Any]:
-        from hvdbench.modes.grpc.cluster import describe
-
         out: dict[str, Any] = {
             "num_ps": len(self.membership.spec.ps),
             "num_workers": self.num_workers,
@@ -380,9 +378,7 @@ class GrpcGraphMode(Mode):
     def build(self) -> None:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.modes.grpc import graph_training as gt
-        from hvdbench.modes.grpc.placement import GreedyByteSize
         from hvdbench.modes.grpc.runtime import ControlPlane
 
         v1 = tf.compat.v1
@@ -471,7 +467,6 @@ class ParameterServerMode(GrpcGraphMode):
             return super()._gradients(opt, model, images, labels)
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.components import training
         from hvdbench.modes.grpc.staging import StagedVariables
 
@@ -501,7 +496,6 @@ class DistributedReplicatedMode(GrpcGraphMode):
     ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
         import tensorflow as tf
 
-        from hvdbench import models
         from hvdbench.components import training
         from hvdbench.modes.grpc.graph_training import LocalCopy
 
