@@ -74,9 +74,57 @@ def _installed(package: str) -> str | None:
 
 
 def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
-    """Run the benchmark as one rank of the job; the chief prints and writes the record."""
+    """Run the benchmark as one rank of the job; the chief prints and writes the record.
+
+    Four steps: set up this process and join the job (:func:`_set_up_process`,
+    :func:`_prepare`, :func:`_meet`), measure the steps (:func:`_measure`), collect every
+    rank's measurements (:func:`_collect`) and record them (:func:`_record`, the chief).
+    """
     stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
     stopped = False
+    layout, rank_info = _set_up_process(cfg, topo)
+    mode = modes.get(cfg.mode.name)(cfg, topo, layout)
+    startup.phase(f"joining the job (mode {cfg.mode.name})")
+    mode.setup()
+    rank_info["network"] = netinfo.describe(os.environ, topo)  # after setup: Gloo's iface
+    dog: watchdog.Watchdog | None = None
+    try:
+        hooks, resumed = _prepare(cfg, mode, rank_info)
+        progress = watchdog.Progress()
+        run = Run(cfg, mode, argv)
+        dog = _watchdog(cfg, topo, mode, run, progress)
+        _meet(cfg, topo, mode, run, dog, rank_info, resumed)
+        startup.done()  # from here on fault.heartbeat_timeout_s and the step deadline
+
+        try:
+            measured, stopped, done, agreement = _measure(cfg, mode, run, progress, hooks, stop)
+        except Exception as e:  # a collective failed: a peer died or the job is torn down
+            _fail(run, dog, e)
+
+        gathered = _collect(cfg, topo, mode, run, hooks, stop, measured)
+        dog.stop()
+        stop_info = _stop_info(cfg, mode, run, hooks, gathered, stop, stopped, done, agreement)
+        if mode.is_chief:
+            assert gathered is not None
+            _record(cfg, mode, run, hooks, gathered, stop_info, stopped)
+        # No rank leaves before the record is on disk: a launcher that ends the job at the
+        # first exit (srun --kill-on-bad-exit, mpirun after a non-zero code) must not cut
+        # the chief short.
+        mode.any_rank(False)
+    finally:
+        startup.done()
+        if dog is not None:
+            dog.stop()
+        mode.shutdown()
+    if stopped:
+        return stopping.exit_code(stop_info["signum"])
+    return 0
+
+
+def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, Any]]:
+    """This process before it joins the job: its place in the job (checked against the
+    launcher's ranks), the start-up guard, its cores and TensorFlow's thread pools.
+    Returns the layout and the facts about this rank that go into the record."""
     layout = JobLayout.of_rank(cfg, topo)  # checks launch.np against the launcher's ranks
     startup.begin(
         topo.rank,
@@ -104,138 +152,172 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         core_slot=list(slot),
         pid=os.getpid(),
     )
+    return layout, rank_info
 
-    mode = modes.get(cfg.mode.name)(cfg, topo, layout)
-    startup.phase(f"joining the job (mode {cfg.mode.name})")
-    mode.setup()
-    rank_info["network"] = netinfo.describe(os.environ, topo)  # after setup: Gloo's iface
-    dog: watchdog.Watchdog | None = None
-    try:
-        startup.phase("building the model, its optimizer and its input")
-        mode.build()
-        hooks = RunHooks(cfg, mode)
-        startup.phase("restoring the checkpoint")
-        resumed = hooks.restore()  # the chief's state, before initialize() shares it
-        startup.phase("waiting for every rank to share the starting point", waiting=True)
-        mode.initialize()
-        rank_info["worker"] = mode.worker_index
-        progress = watchdog.Progress()
-        run = Run(cfg, mode, argv)
-        dog = watchdog.Watchdog(
-            mode.worker_index,
-            topo.hostname,
-            interval=cfg.fault.heartbeat_interval_s,
-            timeout=cfg.fault.heartbeat_timeout_s,
-            step_deadline=cfg.fault.step_deadline_s,
-            on_abort=run.abort,
-            progress=progress,
-            on_lost=run.worker_lost if mode.tolerates_lost_workers() else None,
-            startup_timeout=cfg.launch.startup_timeout_s,
-        )
-        port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
-        startup.phase("waiting for every rank at the start-up exchange", waiting=True)
-        infos = mode.exchange({"rank": rank_info, "port": port})
+
+def _prepare(
+    cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]
+) -> tuple[RunHooks, list[str]]:
+    """Build the model, restore the checkpoint and give every rank the same start; return
+    the hooks and the lines that say what was resumed."""
+    startup.phase("building the model, its optimizer and its input")
+    mode.build()
+    hooks = RunHooks(cfg, mode)
+    startup.phase("restoring the checkpoint")
+    resumed = hooks.restore()  # the chief's state, before initialize() shares it
+    startup.phase("waiting for every rank to share the starting point", waiting=True)
+    mode.initialize()
+    rank_info["worker"] = mode.worker_index
+    return hooks, resumed
+
+
+def _watchdog(
+    cfg: Config, topo: Topology, mode: modes.Mode, run: Run, progress: watchdog.Progress
+) -> watchdog.Watchdog:
+    """This rank's watchdog (not started yet): heartbeats and the step deadline."""
+    return watchdog.Watchdog(
+        mode.worker_index,
+        topo.hostname,
+        interval=cfg.fault.heartbeat_interval_s,
+        timeout=cfg.fault.heartbeat_timeout_s,
+        step_deadline=cfg.fault.step_deadline_s,
+        on_abort=run.abort,
+        progress=progress,
+        on_lost=run.worker_lost if mode.tolerates_lost_workers() else None,
+        startup_timeout=cfg.launch.startup_timeout_s,
+    )
+
+
+def _meet(
+    cfg: Config,
+    topo: Topology,
+    mode: modes.Mode,
+    run: Run,
+    dog: watchdog.Watchdog,
+    rank_info: dict[str, Any],
+    resumed: list[str],
+) -> None:
+    """The start-up exchange: every rank's facts and watchdog port reach the chief, which
+    prints the banner; then the watchdogs connect."""
+    port = dog.listen() if cfg.fault.watchdog and not mode.is_chief else 0
+    startup.phase("waiting for every rank at the start-up exchange", waiting=True)
+    infos = mode.exchange({"rank": rank_info, "port": port})
+    if mode.is_chief:
+        assert infos is not None
+        run.start([i["rank"] for i in infos])
+        for line in banner(cfg, mode, rank_info) + resumed:
+            print(line, flush=True)
+    if cfg.fault.watchdog and mode.num_workers > 1:
+        peers = None
         if mode.is_chief:
             assert infos is not None
-            run.start([i["rank"] for i in infos])
-            for line in banner(cfg, mode, rank_info) + resumed:
-                print(line, flush=True)
-        if cfg.fault.watchdog and mode.num_workers > 1:
-            peers = None
-            if mode.is_chief:
-                assert infos is not None
-                peers = [
-                    {
-                        "rank": i["rank"]["worker"],
-                        "host": i["rank"]["host"],
-                        "addr": watchdog.advertised_address(i["rank"]["host"], topo.hostname),
-                        "port": i["port"],
-                    }
-                    for i in infos
-                    if i["rank"]["worker"] != mode.worker_index
-                ]
-            dog.start(peers)
-            run.peers = dog.peers
-        startup.done()  # from here on fault.heartbeat_timeout_s and the step deadline
+            peers = [
+                {
+                    "rank": i["rank"]["worker"],
+                    "host": i["rank"]["host"],
+                    "addr": watchdog.advertised_address(i["rank"]["host"], topo.hostname),
+                    "port": i["port"],
+                }
+                for i in infos
+                if i["rank"]["worker"] != mode.worker_index
+            ]
+        dog.start(peers)
+        run.peers = dog.peers
 
-        try:
-            measured, stopped, done, agreement = _measure(cfg, mode, run, progress, hooks, stop)
-        except Exception as e:  # a collective failed: a peer died or the job is torn down
-            _fail(run, dog, e)
 
-        mine = metrics.RankMeasurement(
-            mode.worker_index,
-            topo.hostname,
-            cfg.train.per_device_batch_size,
-            tuple(run.times),
-            measured,
+def _collect(
+    cfg: Config,
+    topo: Topology,
+    mode: modes.Mode,
+    run: Run,
+    hooks: RunHooks,
+    stop: stopping.StopRequest,
+    measured: float,
+) -> list[dict[str, Any]] | None:
+    """Every rank's measurements, gathered on the chief (None on the other ranks)."""
+    mine = metrics.RankMeasurement(
+        mode.worker_index,
+        topo.hostname,
+        cfg.train.per_device_batch_size,
+        tuple(run.times),
+        measured,
+    )
+    return mode.gather(
+        {
+            **mine.to_dict(),
+            "synthetic_step_times": hooks.synthetic_times,
+            "stop_signal": stop.signum,
+            # CPU time of all this process's threads over the measured steps: spinning
+            # and oversubscribed thread pools show here even when wall time is noisy.
+            "cpu_seconds": run.cpu_seconds,
+            "cpu_ms_per_image": 1000 * run.cpu_seconds / max(1, len(run.times) * mine.batch_size),
+        }
+    )
+
+
+def _stop_info(
+    cfg: Config,
+    mode: modes.Mode,
+    run: Run,
+    hooks: RunHooks,
+    gathered: list[dict[str, Any]] | None,
+    stop: stopping.StopRequest,
+    stopped: bool,
+    done: int,
+    agreement: float,
+) -> dict[str, Any]:
+    """How the run ended, for the record, said on the chief when a signal stopped it."""
+    # Any rank's signal stands for all: with a signal only some ranks received, every
+    # rank (and the record) still names it, and exits with the same code.
+    signals = [g.get("stop_signal") for g in gathered] if gathered else [stop.signum]
+    stop_info = stop_details(stopped, done, cfg, len(run.times), signals)
+    stop_info["agreement_seconds_excluded"] = agreement
+    stop_info["checkpoint"] = hooks.stop_checkpoint
+    if stopped:
+        _say(
+            mode,
+            f"hvdbench: stopping on {stop_info['signal']} after {len(run.times)} of "
+            f"{cfg.train.num_steps} measured steps",
         )
-        gathered = mode.gather(
-            {
-                **mine.to_dict(),
-                "synthetic_step_times": hooks.synthetic_times,
-                "stop_signal": stop.signum,
-                # CPU time of all this process's threads over the measured steps: spinning
-                # and oversubscribed thread pools show here even when wall time is noisy.
-                "cpu_seconds": run.cpu_seconds,
-                "cpu_ms_per_image": 1000
-                * run.cpu_seconds
-                / max(1, len(run.times) * mine.batch_size),
-            }
-        )
-        dog.stop()
-        # Any rank's signal stands for all: with a signal only some ranks received, every
-        # rank (and the record) still names it, and exits with the same code.
-        signals = [g.get("stop_signal") for g in gathered] if gathered else [stop.signum]
-        stop_info = stop_details(stopped, done, cfg, len(run.times), signals)
-        stop_info["agreement_seconds_excluded"] = agreement
-        stop_info["checkpoint"] = hooks.stop_checkpoint
-        if stopped:
+        if hooks.stop_checkpoint and hooks.stop_checkpoint["path"]:
             _say(
                 mode,
-                f"hvdbench: stopping on {stop_info['signal']} after {len(run.times)} of "
-                f"{cfg.train.num_steps} measured steps",
+                f"hvdbench: checkpoint at global step {hooks.global_step} written to "
+                f"{hooks.stop_checkpoint['path']}",
             )
-            if hooks.stop_checkpoint and hooks.stop_checkpoint["path"]:
-                _say(
-                    mode,
-                    f"hvdbench: checkpoint at global step {hooks.global_step} written to "
-                    f"{hooks.stop_checkpoint['path']}",
-                )
-        if mode.is_chief:
-            assert gathered is not None
-            totals = None
-            extra: dict[str, Any] = {}
-            if run.times:
-                totals = metrics.aggregate([metrics.RankMeasurement.from_dict(g) for g in gathered])
-                for line in metrics.summary_lines(totals):
-                    print(line, flush=True)
-                extra = hooks.record_fields(gathered, totals)
-                if "input_pipeline" in extra:
-                    print(input_pipeline_line(extra["input_pipeline"]), flush=True)
-            extra |= {
-                "slurm": slurm.job_info(os.environ),
-                "stop": stop_info,
-                "global_step": hooks.global_step,  # also when no measured step ran
-            }
-            if mode.tolerates_lost_workers():
-                extra |= run.lost_fields(gathered)
-                if run.lost:
-                    print(run.lost_line(gathered), flush=True)
-            path = run.save_complete(gathered, totals, extra, stopped)
-            print(f"hvdbench: record written to {path}", flush=True)
-        # No rank leaves before the record is on disk: a launcher that ends the job at the
-        # first exit (srun --kill-on-bad-exit, mpirun after a non-zero code) must not cut
-        # the chief short.
-        mode.any_rank(False)
-    finally:
-        startup.done()
-        if dog is not None:
-            dog.stop()
-        mode.shutdown()
-    if stopped:
-        return stopping.exit_code(stop_info["signum"])
-    return 0
+    return stop_info
+
+
+def _record(
+    cfg: Config,
+    mode: modes.Mode,
+    run: Run,
+    hooks: RunHooks,
+    gathered: list[dict[str, Any]],
+    stop_info: dict[str, Any],
+    stopped: bool,
+) -> None:
+    """The chief's totals, printed, and the complete record, written."""
+    totals = None
+    extra: dict[str, Any] = {}
+    if run.times:
+        totals = metrics.aggregate([metrics.RankMeasurement.from_dict(g) for g in gathered])
+        for line in metrics.summary_lines(totals):
+            print(line, flush=True)
+        extra = hooks.record_fields(gathered, totals)
+        if "input_pipeline" in extra:
+            print(input_pipeline_line(extra["input_pipeline"]), flush=True)
+    extra |= {
+        "slurm": slurm.job_info(os.environ),
+        "stop": stop_info,
+        "global_step": hooks.global_step,  # also when no measured step ran
+    }
+    if mode.tolerates_lost_workers():
+        extra |= run.lost_fields(gathered)
+        if run.lost:
+            print(run.lost_line(gathered), flush=True)
+    path = run.save_complete(gathered, totals, extra, stopped)
+    print(f"hvdbench: record written to {path}", flush=True)
 
 
 def _measure(
