@@ -12,15 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from hvdbench import config, modes
-from hvdbench.data import download
-from hvdbench.data import layout as data_layout
+from hvdbench import config
 from hvdbench.errors import ClusterError, DownloadError, UsageError
-from hvdbench.launch import buildcheck, launcher, preflight, topology
+from hvdbench.launch import preflight, topology
 from hvdbench.launch.job import JobLayout
-from hvdbench.models.specs import MODEL_SPECS
-from hvdbench.run.benchmark import run_rank
-from hvdbench.run.evaluate import evaluate
 from hvdbench.study import commands as study_commands
 
 DESCRIPTION = """\
@@ -110,7 +105,6 @@ def _parser() -> argparse.ArgumentParser:
         default="TensorFlow,MPI,Gloo",
         help="comma-separated features that must be [X] (default: TensorFlow,MPI,Gloo)",
     )
-
     study_commands.add_parsers(sub)
     return p
 
@@ -122,6 +116,8 @@ def _load(args: argparse.Namespace, overrides: list[str]) -> config.Config:
 
 
 def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]) -> int:
+    from hvdbench.launch import launcher
+
     cfg = _load(args, overrides)
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
@@ -129,6 +125,8 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     preflight.check_directories(cfg)
     preflight.check_memory(cfg, ranks_on_node(cfg, topo))
     if not inner:
+        from hvdbench import modes
+
         task_argv = [a for a in argv if a != "--dry-run"]
         code = modes.get(cfg.mode.name).launch_local(cfg, task_argv, args.dry_run)
         if code is not None:
@@ -146,6 +144,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     if args.dry_run:
         print(" ".join(launcher.rank_command([a for a in argv if a != "--dry-run"])))
         return 0
+    from hvdbench.run.benchmark import run_rank
 
     return run_rank(cfg, topo, list(argv))
 
@@ -180,7 +179,9 @@ def rank_roles(cfg: config.Config, size: int) -> Callable[[int], str] | None:
 
 def check_data(cfg: config.Config, training: bool) -> None:
     """A missing or malformed data directory fails here, in one line, before any launch."""
-    data_layout.files(cfg.data.source, cfg.data.dir, training)
+    from hvdbench.data import layout
+
+    layout.files(cfg.data.source, cfg.data.dir, training)
 
 
 def cmd_config(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -196,11 +197,14 @@ def cmd_eval(args: argparse.Namespace, overrides: list[str], argv: Sequence[str]
     check_data(cfg, training=False)
     preflight.check_directories(cfg)
     preflight.check_memory(cfg, 1)
+    from hvdbench.run.evaluate import evaluate
 
     return evaluate(cfg, topology.detect(os.environ), list(argv))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from hvdbench.data import download
+
     preflight.check_writable("--dest", args.dest)
     topo = topology.detect(os.environ)
     try:
@@ -221,6 +225,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models() -> int:
+    from hvdbench.models.specs import MODEL_SPECS
+
     print(f"{'name':<12} {'input':>11} {'classes':>7}  description")
     for name, s in MODEL_SPECS.items():
         shape = f"{s.image_size}x{s.image_size}x{s.channels}"
@@ -229,6 +235,8 @@ def cmd_models() -> int:
 
 
 def cmd_check_build(args: argparse.Namespace) -> int:
+    from hvdbench.launch import buildcheck
+
     required = [r.strip() for r in args.require.split(",") if r.strip()]
     report = buildcheck.run_check_build()
     missing = buildcheck.missing_features(report, required)
@@ -248,7 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(rest)
         except SystemExit as e:  # --help, --version, or argparse's one-line error
             return e.code if isinstance(e.code, int) else 2
-
         if overrides and args.command not in (
             "run",
             "config",

@@ -17,8 +17,7 @@ from typing import Any
 
 from hvdbench import config
 from hvdbench.errors import UsageError
-from hvdbench.launch import launcher, netinfo, slurm, topology
-from hvdbench.study import allreduce, model, overlap, plot, records, report, sweep
+from hvdbench.launch import slurm
 
 COMMANDS = ("submit", "sweep", "allreduce", "report", "predict")
 TAKES_OVERRIDES = ("submit", "sweep")
@@ -217,6 +216,9 @@ def _submit_env() -> dict[str, str]:
 
 
 def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
+    from hvdbench.launch import launcher
+    from hvdbench.study import sweep
+
     if args.repeats < 1:
         raise UsageError(f"--repeats: must be >= 1, got {args.repeats}")
     base = config.load(args.config, overrides)
@@ -279,6 +281,7 @@ def _submit_sweep(
     points: list[Any],
     worlds: dict[tuple[str, int], int],
 ) -> int:
+    from hvdbench.study import sweep
 
     if args.ntasks_per_node < 1:
         raise UsageError("--ntasks-per-node: needed with --launcher slurm outside a job")
@@ -329,6 +332,9 @@ def _submit_sweep(
 
 
 def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from hvdbench.launch import launcher, topology
+    from hvdbench.study import allreduce
+
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
     for i in impls:
         if i not in allreduce.IMPLEMENTATIONS:
@@ -371,6 +377,8 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.model:
         sizes = allreduce.model_gradient_sizes(args.model)
     if args.srun_controller == "gloo" and topo.source in ("pmix", "slurm"):
+        from hvdbench.launch import netinfo
+
         _rendezvous, gloo = netinfo.start_gloo_rendezvous(os.environ, 0, 60.0)
         os.environ.update(gloo)
     results, facts, chief = allreduce.run_rank(sizes, impls, args.warmup, args.iters, budget)
@@ -390,6 +398,8 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from hvdbench.study import records, report
+
     tol = report.parse_tolerance(args.tolerance)
     recs = records.load(args.study)
     rows = report.summarize(recs)
@@ -411,6 +421,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         Path(args.csv).write_text(report.to_csv(rows))
         print(f"\nCSV written to {args.csv}")
     if args.plot:
+        from hvdbench.study import plot
+
         plot.efficiency_plot(rows, args.plot, title=f"Weak scaling: {args.study}")
         print(f"plot written to {args.plot}")
     if args.baseline:
@@ -426,6 +438,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from hvdbench.study import model, overlap, records, report, sweep
+
     ranks = sweep.parse_ranks(args.ranks)
     recs = records.load(args.study)
     ar_recs: list[dict[str, Any]] = []
@@ -485,6 +499,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             predicted[f"{mode}, partial overlap"] = partial
     print(model.markdown(out, fit, sizes))
     if args.plot:
+        from hvdbench.study import plot
+
         plot.efficiency_plot(rows, args.plot, title=f"Weak scaling and model: {args.study}",
                              predicted=predicted)  # fmt: skip
         print(f"plot written to {args.plot}")
@@ -494,6 +510,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _compute_times(folder: str) -> dict[int, float]:
     """``--compute DIR``: DIR/nN/ holds the records of N one-rank runs started together."""
     import re
+
+    from hvdbench.study import model, records
 
     root = Path(folder)
     if not root.is_dir():

@@ -47,6 +47,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # there to keep one of these off the start-up path (a bad config must fail in well under a
 # second), never to hide a cycle.
 HEAVY = ("tensorflow", "horovod", "mpi4py", "matplotlib", "numpy", "keras")
+# The command line imports what a subcommand needs when it runs that subcommand, so that a
+# bad key or `hvdbench config keys` does not load the run loop, the modes or the studies.
+COMMAND_LINE = ("hvdbench.cli", "hvdbench.study.commands")
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def test_function_local_imports_only_delay_heavy_imports() -> None:
     needless = [
         f"{i.source}:{i.line} imports {i.target} inside a function; import it at the top"
         for i in internal()
-        if i.local and not heavy(i.target, set())
+        if i.local and not heavy(i.target, set()) and i.source not in COMMAND_LINE
     ]
     assert needless == []
 
