@@ -8,6 +8,7 @@ and ``tf.compat.v1``'s defaults differ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -24,24 +25,50 @@ def set_precision_policy(cfg: Config) -> str:
     return policy
 
 
+# Every optimizer once, for both APIs: (Keras class, tf.compat.v1.train class, and each
+# hyperparameter as (Keras argument, v1 argument or None, the TrainConfig field or a
+# value)). Every hyperparameter is explicit, because Keras' and v1's defaults differ.
+_OPTIMIZERS: dict[str, tuple[str, str, tuple[tuple[str, str | None, str | float], ...]]] = {
+    "sgd": ("SGD", "GradientDescentOptimizer", (("momentum", None, 0.0),)),
+    "momentum": ("SGD", "MomentumOptimizer", (("momentum", "momentum", "momentum"),)),
+    "rmsprop": (
+        "RMSprop",
+        "RMSPropOptimizer",
+        (
+            ("rho", "decay", "rho"),
+            ("momentum", "momentum", "momentum"),
+            ("epsilon", "epsilon", "epsilon"),
+        ),
+    ),
+    "adam": (
+        "Adam",
+        "AdamOptimizer",
+        (
+            ("beta_1", "beta1", "beta_1"),
+            ("beta_2", "beta2", "beta_2"),
+            ("epsilon", "epsilon", "epsilon"),
+        ),
+    ),
+}
+
+
+def _optimizer_args(train: TrainConfig, keras: bool) -> tuple[str, dict[str, Any]]:
+    """The class name and keyword arguments of ``train.optimizer``, for Keras or v1."""
+    if train.optimizer not in _OPTIMIZERS:  # validated by the config; a clear failure else
+        raise ValueError(f"unknown optimizer {train.optimizer!r}")
+    keras_name, v1_name, hyper = _OPTIMIZERS[train.optimizer]
+    kwargs: dict[str, Any] = {}
+    for keras_arg, v1_arg, source in hyper:
+        arg = keras_arg if keras else v1_arg
+        if arg is not None:
+            kwargs[arg] = getattr(train, source) if isinstance(source, str) else source
+    return (keras_name if keras else v1_name), kwargs
+
+
 def make_optimizer(train: TrainConfig) -> Any:
     """The configured Keras optimizer, wrapped for loss scaling under float16."""
-    lr = train.learning_rate
-    opt: Any
-    if train.optimizer == "sgd":
-        opt = tf.keras.optimizers.SGD(lr, momentum=0.0)
-    elif train.optimizer == "momentum":
-        opt = tf.keras.optimizers.SGD(lr, momentum=train.momentum)
-    elif train.optimizer == "rmsprop":
-        opt = tf.keras.optimizers.RMSprop(
-            lr, rho=train.rho, momentum=train.momentum, epsilon=train.epsilon
-        )
-    elif train.optimizer == "adam":
-        opt = tf.keras.optimizers.Adam(
-            lr, beta_1=train.beta_1, beta_2=train.beta_2, epsilon=train.epsilon
-        )
-    else:  # validated by the config; kept for a clear failure if the lists drift apart
-        raise ValueError(f"unknown optimizer {train.optimizer!r}")
+    name, kwargs = _optimizer_args(train, keras=True)
+    opt: Any = getattr(tf.keras.optimizers, name)(train.learning_rate, **kwargs)
     if train.mixed_precision == "float16":
         if train.loss_scale > 0:
             opt = tf.keras.mixed_precision.LossScaleOptimizer(
@@ -50,6 +77,12 @@ def make_optimizer(train: TrainConfig) -> Any:
         else:
             opt = tf.keras.mixed_precision.LossScaleOptimizer(opt, dynamic=True)
     return opt
+
+
+def make_v1_optimizer(train: TrainConfig) -> Any:
+    """The configured ``tf.compat.v1.train`` optimizer, for the graph (ps) modes."""
+    name, kwargs = _optimizer_args(train, keras=False)
+    return getattr(tf.compat.v1.train, name)(train.learning_rate, **kwargs)
 
 
 def decayed_variables(model: Any) -> list[Any]:
@@ -98,3 +131,38 @@ def clip(grads: list[tf.Tensor], norm: float) -> list[tf.Tensor]:
     if norm > 0:
         grads, _ = tf.clip_by_global_norm(grads, norm)
     return list(grads)
+
+
+def clip_pairs(grads_and_vars: list[tuple[Any, Any]], norm: float) -> list[tuple[Any, Any]]:
+    """:func:`clip` for the (gradient, variable) pairs of a v1 optimizer."""
+    if norm <= 0:
+        return grads_and_vars
+    grads = clip([g for g, _ in grads_and_vars], norm)
+    return list(zip(grads, [v for _, v in grads_and_vars]))
+
+
+def loss_and_gradients(
+    model: Any,
+    optimizer: Any,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    weight_decay: float,
+    variables: list[Any],
+    *,
+    replicas: int = 1,
+    tape: Callable[[Any], Any] = lambda t: t,
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """The forward and backward pass of every eager mode: the loss (L2 term included)
+    and its gradients, taken of the loss scaled for float16 (and divided by ``replicas``
+    where an optimizer sums them). The gradients are still scaled: :func:`unscale` them,
+    after an exchange where the mode has one. ``tape`` may wrap the tape before the
+    gradients are taken (Horovod's DistributedGradientTape)."""
+    with tf.GradientTape() as t:
+        loss = loss_fn(model, images, labels, weight_decay)
+        scaled = scale_loss(optimizer, loss / replicas if replicas != 1 else loss)
+    return loss, tape(t).gradient(scaled, variables)
+
+
+def apply_gradients(optimizer: Any, grads: list[Any], variables: list[Any], norm: float) -> None:
+    """Unscale, clip to the global norm and apply: the end of every eager step."""
+    optimizer.apply_gradients(zip(clip(unscale(optimizer, grads), norm), variables))

@@ -170,21 +170,19 @@ class HorovodMode(Mode):
         wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
         num_groups = cfg.horovod.num_groups
 
-        def apply(grads: list[Any]) -> None:
-            grads = training.clip(training.unscale(opt, grads), clip_norm)
-            opt.apply_gradients(zip(grads, variables))
+        def distributed(tape: Any) -> Any:
+            return hvd.DistributedGradientTape(
+                tape, compression=compression, op=hvd.Average, num_groups=num_groups
+            )
 
         if not cfg.train.jit_compile:
 
             @tf.function
             def step(images: Any, labels: Any) -> Any:
-                with tf.GradientTape() as tape:
-                    loss = training.loss_fn(model, images, labels, wd)
-                    scaled = training.scale_loss(opt, loss)
-                tape = hvd.DistributedGradientTape(
-                    tape, compression=compression, op=hvd.Average, num_groups=num_groups
+                loss, grads = training.loss_and_gradients(
+                    model, opt, images, labels, wd, variables, tape=distributed
                 )
-                apply(tape.gradient(scaled, variables))
+                training.apply_gradients(opt, grads, variables, clip_norm)
                 return loss
 
             return step
@@ -193,15 +191,13 @@ class HorovodMode(Mode):
         # average outside the compiled function.
         @tf.function(jit_compile=True)
         def local_gradients(images: Any, labels: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = training.loss_fn(model, images, labels, wd)
-                scaled = training.scale_loss(opt, loss)
-            return loss, tape.gradient(scaled, variables)
+            return training.loss_and_gradients(model, opt, images, labels, wd, variables)
 
         @tf.function
         def jit_step(images: Any, labels: Any) -> Any:
             loss, grads = local_gradients(images, labels)
-            apply(hvd.grouped_allreduce(grads, op=hvd.Average, compression=compression))
+            grads = hvd.grouped_allreduce(grads, op=hvd.Average, compression=compression)
+            training.apply_gradients(opt, grads, variables, clip_norm)
             return loss
 
         return jit_step

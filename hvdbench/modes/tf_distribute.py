@@ -40,10 +40,10 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 
     def replica_step(images: Any, labels: Any) -> Any:
         variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = training.loss_fn(model, images, labels, wd)
-            scaled = training.scale_loss(opt, loss / replicas)
-        grads = training.unscale(opt, tape.gradient(scaled, variables))
+        loss, grads = training.loss_and_gradients(
+            model, opt, images, labels, wd, variables, replicas=replicas
+        )
+        grads = training.unscale(opt, grads)
         if clip_norm > 0:
             grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
             grads = training.clip(grads, clip_norm)
@@ -321,11 +321,10 @@ class IndependentMode(LocalDevicesMode):
             for (d, model, opt), (images, labels) in zip(towers, batches):
                 with tf.device(d):
                     variables = model.trainable_variables
-                    with tf.GradientTape() as tape:
-                        loss = training.loss_fn(model, images, labels, wd)
-                        scaled = training.scale_loss(opt, loss)
-                    grads = training.unscale(opt, tape.gradient(scaled, variables))
-                    opt.apply_gradients(zip(training.clip(grads, clip_norm), variables))
+                    loss, grads = training.loss_and_gradients(
+                        model, opt, images, labels, wd, variables
+                    )
+                    training.apply_gradients(opt, grads, variables, clip_norm)
                     losses.append(loss)
             return tf.add_n(losses) / len(losses)
 

@@ -14,27 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from hvdbench import models
-from hvdbench.config import Config, TrainConfig
+from hvdbench.config import Config
 
 v1 = tf.compat.v1
-
-
-def make_v1_optimizer(train: TrainConfig) -> Any:
-    """The configured ``tf.compat.v1.train`` optimizer."""
-    lr = train.learning_rate
-    if train.optimizer == "sgd":
-        return v1.train.GradientDescentOptimizer(lr)
-    if train.optimizer == "momentum":
-        return v1.train.MomentumOptimizer(lr, momentum=train.momentum)
-    if train.optimizer == "rmsprop":
-        return v1.train.RMSPropOptimizer(
-            lr, decay=train.rho, momentum=train.momentum, epsilon=train.epsilon
-        )
-    if train.optimizer == "adam":
-        return v1.train.AdamOptimizer(
-            lr, beta1=train.beta_1, beta2=train.beta_2, epsilon=train.epsilon
-        )
-    raise ValueError(f"unknown optimizer {train.optimizer!r}")  # validated by the config
 
 
 def synthetic_arrays(cfg: Config, worker_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,13 +31,6 @@ def synthetic_arrays(cfg: Config, worker_index: int) -> tuple[np.ndarray, np.nda
         cfg.train.seed + worker_index,
     )
     return images.numpy(), labels.numpy()
-
-
-def clip_pairs(grads_and_vars: list[tuple[Any, Any]], norm: float) -> list[tuple[Any, Any]]:
-    if norm <= 0:
-        return grads_and_vars
-    grads, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], norm)
-    return list(zip(grads, [v for _, v in grads_and_vars]))
 
 
 def make_local(variables: list[Any]) -> None:

@@ -378,6 +378,7 @@ class GrpcGraphMode(Mode):
     def build(self) -> None:
         import tensorflow as tf
 
+        from hvdbench.components import training
         from hvdbench.modes.grpc import graph_training as gt
         from hvdbench.modes.grpc.runtime import ControlPlane
 
@@ -404,7 +405,7 @@ class GrpcGraphMode(Mode):
                 self.model_variables = model.trainable_variables
                 images = tf.constant(images_np)
                 labels = tf.constant(labels_np)
-                opt = gt.make_v1_optimizer(cfg.train)
+                opt = training.make_v1_optimizer(cfg.train)
                 if self.sync:
                     opt = v1.train.SyncReplicasOptimizer(
                         opt, replicas_to_aggregate=self.replicas_to_aggregate, total_num_replicas=n
@@ -414,7 +415,7 @@ class GrpcGraphMode(Mode):
                 # Batch norm's moving averages: in a v1 graph nothing runs unless fetched,
                 # so the assign_sub ops of this forward pass are made to run every step.
                 deps = deps + gt.moving_average_updates(self.graph, first_op)
-                gv = gt.clip_pairs(gv, cfg.train.gradient_clip_norm)
+                gv = training.clip_pairs(gv, cfg.train.gradient_clip_norm)
                 if deps:  # on the gradients, not around apply_gradients, whose side ops
                     # (SyncReplicasOptimizer's readiness checks) must not wait for a step
                     with tf.control_dependencies(deps):
