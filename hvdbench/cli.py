@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     cfg = _load(args, overrides)
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
-    inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    inner = launcher.inside_launcher(topo, os.environ)
     preflight.check_directories(cfg)
     preflight.check_memory(cfg, ranks_on_node(cfg, topo))
     if not inner:

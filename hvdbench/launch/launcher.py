@@ -17,6 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from hvdbench.config import Config, parse_hosts
 from hvdbench.errors import UsageError
+from hvdbench.launch.topology import Topology
+
+# Set in the environment of every process hvdbench launches: it runs as one rank.
+LAUNCHED = "HVDBENCH_LAUNCHED"
 
 # Environment passed to remote ranks by mpirun (-x); local ranks inherit everything.
 MPI_EXPORT_PREFIXES = ("HOROVOD_", "HVDBENCH_", "TF_", "NCCL_", "OMPI_ALLOW_")
@@ -96,25 +100,54 @@ def mpirun_command(
 
 def launch_command(cfg: Config, np: int, rank_cmd: list[str]) -> list[str]:
     """The launcher argv for ``np`` processes running ``rank_cmd``, per ``cfg.launch``."""
-    if cfg.launch.launcher in ("auto", "mpirun"):
+    return launcher_command(
+        cfg.launch.launcher,
+        np,
+        rank_cmd,
+        hosts=cfg.launch.hosts,
+        controller=cfg.launch.controller,
+        network_interface=cfg.launch.network_interface,
+        start_timeout_s=cfg.launch.startup_timeout_s,
+    )
+
+
+def launcher_command(
+    launcher: str,
+    np: int,
+    rank_cmd: list[str],
+    *,
+    hosts: str = "",
+    controller: str = "gloo",
+    network_interface: str = "",
+    start_timeout_s: float = 0,
+) -> list[str]:
+    """The one mpirun-or-horovodrun choice (``auto`` is mpirun), with the tools found
+    beside this Python, for ``hvdbench run`` and ``hvdbench allreduce`` alike."""
+    if launcher in ("auto", "mpirun"):
         return mpirun_command(
             np,
             rank_cmd,
-            hosts=cfg.launch.hosts,
-            network_interface=cfg.launch.network_interface,
-            export=export_names(os.environ) if cfg.launch.hosts else (),
+            hosts=hosts,
+            network_interface=network_interface,
+            export=export_names(os.environ) if hosts else (),
             oversubscribe=np > len(os.sched_getaffinity(0)),
             mpirun=tool_path("mpirun"),
         )
     return horovodrun_command(
         np,
         rank_cmd,
-        hosts=cfg.launch.hosts,
-        controller=cfg.launch.controller,
-        network_interface=cfg.launch.network_interface,
+        hosts=hosts,
+        controller=controller,
+        network_interface=network_interface,
         horovodrun=tool_path("horovodrun"),
-        start_timeout_s=cfg.launch.startup_timeout_s,
+        start_timeout_s=start_timeout_s,
     )
+
+
+def inside_launcher(topo: Topology, env: Mapping[str, str]) -> bool:
+    """Whether this process is one rank of a launched job, so it must not launch again:
+    a launcher's variables say so, or hvdbench's own mark (:data:`LAUNCHED`)."""
+    return topo.launched or env.get(LAUNCHED) == "1"
 
 
 def export_names(env: Mapping[str, str]) -> list[str]:
@@ -125,7 +158,7 @@ def export_names(env: Mapping[str, str]) -> list[str]:
 def launch_env(env: Mapping[str, str], is_root: bool) -> dict[str, str]:
     """The launcher's environment: Open MPI refuses root without its two opt-ins."""
     out = dict(env)
-    out["HVDBENCH_LAUNCHED"] = "1"
+    out[LAUNCHED] = "1"
     if is_root:
         out.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         out.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

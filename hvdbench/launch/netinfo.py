@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,6 +251,22 @@ def start_gloo_rendezvous(
     else:
         r.wait_for_server(timeout_s)
     return r, gloo_env(slots, address, r.port, iface)
+
+
+def own_gloo_rendezvous(srun_controller: str, topo: Topology) -> bool:
+    """Whether hvdbench runs Horovod's Gloo rendezvous itself: ranks started by srun (no
+    horovodrun to run it) with ``launch.srun_controller = gloo``."""
+    return srun_controller == "gloo" and topo.source in ("pmix", "slurm")
+
+
+def join_gloo_rendezvous(
+    env: MutableMapping[str, str], configured_port: int, timeout_s: float
+) -> GlooRendezvous:
+    """Serve or find the rendezvous and set Horovod's Gloo variables in ``env`` (before
+    ``hvd.init()``); the server lives as long as the returned object is kept."""
+    rendezvous, gloo = start_gloo_rendezvous(env, configured_port, timeout_s)
+    env.update(gloo)
+    return rendezvous
 
 
 # ---------------------------------------------------------------------------------------

@@ -103,14 +103,13 @@ class HorovodMode(Mode):
                 f"mode.name: horovod needs Horovod with TensorFlow support ({e}); run `make install`"
             ) from None
         self.rendezvous = None
-        if self.cfg.launch.srun_controller == "gloo" and self.topo.source in ("pmix", "slurm"):
+        if netinfo.own_gloo_rendezvous(self.cfg.launch.srun_controller, self.topo):
             # No horovodrun under srun: serve (rank 0) or find Horovod's Gloo rendezvous.
 
             startup.phase("waiting for Gloo's rendezvous on rank 0's node", waiting=True)
-            self.rendezvous, gloo = netinfo.start_gloo_rendezvous(
+            self.rendezvous = netinfo.join_gloo_rendezvous(
                 os.environ, self.cfg.launch.rendezvous_port, self.cfg.launch.startup_timeout_s
             )
-            os.environ.update(gloo)
         # Horovod's Gloo store waits this long for every rank's key (its default is 30 s).
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", gloo_timeout(self.cfg))
         check_build(hvd, required_controller(self.topo.source, os.environ))

@@ -332,7 +332,7 @@ def _submit_sweep(
 
 
 def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from hvdbench.launch import launcher, topology
+    from hvdbench.launch import launcher, netinfo, topology
     from hvdbench.study import allreduce
 
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
@@ -351,22 +351,13 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sizes = allreduce.parse_sizes(args.sizes, args.factor)
 
     topo = topology.detect(os.environ)
-    inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
+    inner = launcher.inside_launcher(topo, os.environ)
     if not inner and args.np > 1:
         rank_argv = [a for a in argv if a != "--dry-run"]
         rank_cmd = launcher.rank_command(rank_argv)
-        if args.launcher == "mpirun":
-            cmd = launcher.mpirun_command(
-                args.np,
-                rank_cmd,
-                oversubscribe=args.np > len(os.sched_getaffinity(0)),
-                mpirun=launcher.tool_path("mpirun"),
-            )
-        else:
-            cmd = launcher.horovodrun_command(
-                args.np, rank_cmd, controller=args.controller,
-                horovodrun=launcher.tool_path("horovodrun"),
-            )  # fmt: skip
+        cmd = launcher.launcher_command(
+            args.launcher, args.np, rank_cmd, controller=args.controller
+        )
         if args.dry_run:
             print(shlex.join(cmd))
             return 0
@@ -376,11 +367,8 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     if args.model:
         sizes = allreduce.model_gradient_sizes(args.model)
-    if args.srun_controller == "gloo" and topo.source in ("pmix", "slurm"):
-        from hvdbench.launch import netinfo
-
-        _rendezvous, gloo = netinfo.start_gloo_rendezvous(os.environ, 0, 60.0)
-        os.environ.update(gloo)
+    if netinfo.own_gloo_rendezvous(args.srun_controller, topo):
+        _rendezvous = netinfo.join_gloo_rendezvous(os.environ, 0, 60.0)  # serves while held
     results, facts, chief = allreduce.run_rank(sizes, impls, args.warmup, args.iters, budget)
     if chief:
         n = int(facts["world_size"])

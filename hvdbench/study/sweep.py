@@ -32,7 +32,7 @@ from hvdbench import config
 from hvdbench.components import record
 from hvdbench.errors import UsageError
 from hvdbench.launch.job import JobLayout
-from hvdbench.launch.launcher import launch_command
+from hvdbench.launch.launcher import LAUNCHED, launch_command
 from hvdbench.study import records
 
 LAUNCHERS = ("auto", "horovodrun", "mpirun", "slurm")
@@ -103,7 +103,7 @@ def point_env(env: Mapping[str, str], point: Point, launched: bool) -> dict[str,
     out = dict(env)
     out["HVDBENCH_STUDY_POINT"] = f"mode={point.mode},ranks={point.ranks},repeat={point.repeat}"
     if launched:
-        out["HVDBENCH_LAUNCHED"] = "1"
+        out[LAUNCHED] = "1"
     if os.geteuid() == 0:
         out.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         out.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

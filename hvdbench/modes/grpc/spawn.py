@@ -60,7 +60,7 @@ def plan(cfg: Config, ports: Sequence[int]) -> tuple[ClusterSpec, list[Role]]:
 
 def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """A child runs as one task of a launched job, never launching again."""
-    return {**env, "HVDBENCH_LAUNCHED": "1"}
+    return {**env, launcher.LAUNCHED: "1"}
 
 
 def launch(cfg: Config, rank_argv: Sequence[str], dry_run: bool = False) -> int:
