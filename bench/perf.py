@@ -210,7 +210,7 @@ TUNING: list[Variant] = [
         ["--horovod.num_groups=1", "--horovod.cycle_time_ms=5"],
         {},
     ),
-    ("tuning 4: horovodrun --mpi", "horovodrun", ["--launch.controller=mpi"], {}),
+    ("tuning 4: horovodrun --mpi", "horovodrun", ["--launch.horovodrun_controller=mpi"], {}),
 ]
 
 

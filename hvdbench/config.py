@@ -294,7 +294,7 @@ class HorovodConfig:
     """Horovod's knobs, applied through its environment variables before hvd.init()."""
 
     fp16_allreduce: bool = fld("Compress gradients to float16 for the all-reduce.")
-    fusion_threshold_mb: float = fld(
+    fusion_threshold_mib: float = fld(
         "Tensor fusion buffer in MiB (HOROVOD_FUSION_THRESHOLD); 0 disables fusion.", min=0.0
     )
     cycle_time_ms: float = fld(
@@ -336,8 +336,9 @@ class LaunchConfig:
         "(which restarts a lost ps task). mpirun runs the gRPC modes with roles from ranks.",
         choices=typing.get_args(LauncherName),
     )
-    controller: HorovodController = fld(
-        "Horovod controller under horovodrun: gloo or mpi.",
+    horovodrun_controller: HorovodController = fld(
+        "Horovod controller when hvdbench starts the ranks through horovodrun: gloo or mpi "
+        "(under srun it is launch.srun_controller, under mpirun always MPI).",
         choices=typing.get_args(HorovodController),
     )
     hosts: str = fld("Hosts and slots, e.g. 'node1:4,node2:4'. Empty: localhost with np slots.")
@@ -596,6 +597,8 @@ def _type_name(tp: Any) -> str:
 # with a guess.
 RENAMED_KEYS: dict[str, str] = {
     "ps.start_timeout_s": "launch.startup_timeout_s",
+    "launch.controller": "launch.horovodrun_controller",
+    "horovod.fusion_threshold_mb": "horovod.fusion_threshold_mib",
 }
 
 

@@ -6,5 +6,5 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 np="${1:?usage: launch/horovodrun.sh NP [CONFIG] [--section.key=value ...]}"; shift
 exec "${HVDBENCH_PYTHON:-$here/.venv/bin/python}" -m hvdbench run --np "$np" \
-  --launch.launcher=horovodrun --launch.controller="${CONTROLLER:-gloo}" \
+  --launch.launcher=horovodrun --launch.horovodrun_controller="${CONTROLLER:-gloo}" \
   --launch.hosts="${HOSTS:-}" "$@"

@@ -53,7 +53,7 @@ def horovodrun_command(
     [--start-timeout S] command...``. ``start_timeout_s`` (launch.startup_timeout_s)
     bounds horovodrun's own start-up checks, whose default is 30 s."""
     if controller not in ("gloo", "mpi"):
-        raise UsageError(f"launch.controller: {controller!r} is not one of: gloo, mpi")
+        raise UsageError(f"launch.horovodrun_controller: {controller!r} is not one of: gloo, mpi")
     cmd = [horovodrun, "-np", str(np), "-H", hosts_arg(hosts, np), f"--{controller}"]
     if network_interface:
         cmd += ["--network-interface", network_interface]
@@ -105,7 +105,7 @@ def launch_command(cfg: Config, np: int, rank_cmd: list[str]) -> list[str]:
         np,
         rank_cmd,
         hosts=cfg.launch.hosts,
-        controller=cfg.launch.controller,
+        controller=cfg.launch.horovodrun_controller,
         network_interface=cfg.launch.network_interface,
         start_timeout_s=cfg.launch.startup_timeout_s,
     )

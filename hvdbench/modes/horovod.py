@@ -43,7 +43,7 @@ def knob_env(
         hierarchical = False
     cycle = SOLO_CYCLE_TIME_MS if world_size == 1 else h.cycle_time_ms
     env = {
-        "HOROVOD_FUSION_THRESHOLD": str(int(h.fusion_threshold_mb * MIB)),
+        "HOROVOD_FUSION_THRESHOLD": str(int(h.fusion_threshold_mib * MIB)),
         "HOROVOD_CYCLE_TIME": repr(cycle),
         "HOROVOD_HIERARCHICAL_ALLREDUCE": "1" if hierarchical else "0",
         "HOROVOD_AUTOTUNE": "1" if h.autotune else "0",
@@ -54,7 +54,7 @@ def knob_env(
         env["HOROVOD_AUTOTUNE_LOG"] = h.autotune_log
     effective = {
         "fp16_allreduce": h.fp16_allreduce,
-        "fusion_threshold_bytes": int(h.fusion_threshold_mb * MIB),
+        "fusion_threshold_bytes": int(h.fusion_threshold_mib * MIB),
         "cycle_time_ms": cycle,
         "hierarchical_allreduce": hierarchical,
         "timeline": h.timeline or None,
@@ -87,7 +87,7 @@ def check_build(hvd: Any, controller: str | None) -> None:
     built = {"mpi": hvd.mpi_built(), "gloo": hvd.gloo_built()}
     if controller and not built[controller]:
         raise UsageError(
-            f"launch.controller: {rebuild_message(['MPI' if controller == 'mpi' else 'Gloo'])}"
+            f"launch.horovodrun_controller: {rebuild_message(['MPI' if controller == 'mpi' else 'Gloo'])}"
         )
 
 

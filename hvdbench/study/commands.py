@@ -11,6 +11,7 @@ import argparse
 import os
 import shlex
 import sys
+from argparse import SUPPRESS
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,17 @@ from hvdbench.launch import slurm
 COMMANDS = ("submit", "sweep", "allreduce", "report", "predict")
 TAKES_OVERRIDES = ("submit", "sweep")
 SLURM_DIR = Path(__file__).resolve().parent.parent.parent / "slurm"
+
+
+class _Renamed(argparse.Action):
+    """An option that was renamed: one line naming the new one, exit code 2."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **{**kwargs, "nargs": "?"})
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        parser.error(f"{self.option_strings[0]} was renamed to {self.new}")
 
 
 def add_parsers(sub: Any) -> None:
@@ -100,7 +112,13 @@ def add_parsers(sub: Any) -> None:
     )
     a.add_argument("--np", type=int, default=0, help="ranks to launch (0: as launched)")
     a.add_argument("--launcher", choices=("mpirun", "horovodrun"), default="mpirun")
-    a.add_argument("--controller", choices=("gloo", "mpi"), default="gloo", help="horovodrun's")
+    a.add_argument(
+        "--horovodrun-controller",
+        choices=("gloo", "mpi"),
+        default="gloo",
+        help="with --launcher horovodrun: Horovod over Gloo or MPI",
+    )
+    a.add_argument("--controller", action=_Renamed, new="--horovodrun-controller", help=SUPPRESS)
     a.add_argument(
         "--srun-controller",
         choices=("mpi", "gloo"),
@@ -356,7 +374,7 @@ def cmd_allreduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         rank_argv = [a for a in argv if a != "--dry-run"]
         rank_cmd = launcher.rank_command(rank_argv)
         cmd = launcher.launcher_command(
-            args.launcher, args.np, rank_cmd, controller=args.controller
+            args.launcher, args.np, rank_cmd, controller=args.horovodrun_controller
         )
         if args.dry_run:
             print(shlex.join(cmd))

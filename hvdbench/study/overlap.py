@@ -53,7 +53,8 @@ class Knobs:
             groups = 1
         return cls(
             cycle_s=float(h.get("cycle_time_ms", 1.0)) / 1e3,
-            fusion_bytes=float(h.get("fusion_threshold_mb", 64.0)) * MIB,
+            fusion_bytes=float(h.get("fusion_threshold_mib", h.get("fusion_threshold_mb", 64.0)))
+            * MIB,  # records written before the key was renamed hold _mb (MiB all the same)
             groups=groups,
         )
 

@@ -53,13 +53,13 @@ def test_types_are_coerced_from_strings():
         [
             "--train.jit_compile=yes",
             "--train.learning_rate=0.5",
-            "--horovod.fusion_threshold_mb=32",
+            "--horovod.fusion_threshold_mib=32",
             "--model.image_size=64",
         ],
     )
     assert cfg.train.jit_compile is True
     assert cfg.train.learning_rate == 0.5
-    assert cfg.horovod.fusion_threshold_mb == 32.0
+    assert cfg.horovod.fusion_threshold_mib == 32.0
     assert isinstance(cfg.model.image_size, int) and cfg.model.image_size == 64
 
 

@@ -47,7 +47,7 @@ def test_horovodrun_hosts_mpi_interface():
 
 
 def test_horovodrun_rejects_unknown_controller():
-    with pytest.raises(UsageError, match="launch.controller"):
+    with pytest.raises(UsageError, match="launch.horovodrun_controller"):
         launcher.horovodrun_command(2, RANK, controller="nccl")
 
 
@@ -133,7 +133,8 @@ def test_launch_command_follows_config():
     cfg = config.load(None, ["--launch.np=2"])  # auto: mpirun for Horovod mode
     assert launch_command(cfg, 2, RANK)[0].endswith("mpirun")
     cfg = config.load(
-        None, ["--launch.np=2", "--launch.launcher=horovodrun", "--launch.controller=mpi"]
+        None,
+        ["--launch.np=2", "--launch.launcher=horovodrun", "--launch.horovodrun_controller=mpi"],
     )
     cmd = launch_command(cfg, 2, RANK)
     assert cmd[0].endswith("horovodrun") and "--mpi" in cmd

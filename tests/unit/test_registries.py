@@ -47,7 +47,7 @@ def test_horovod_knobs_become_environment():
     cfg = config.load(
         None,
         [
-            "--horovod.fusion_threshold_mb=32",
+            "--horovod.fusion_threshold_mib=32",
             "--horovod.cycle_time_ms=2.5",
             "--horovod.timeline=/tmp/tl.json",
         ],
