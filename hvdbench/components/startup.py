@@ -15,8 +15,8 @@ Gloo's rendezvous server (rank 0) to accept             netinfo.GlooRendezvous  
 Horovod's Gloo store: every rank's key                  HOROVOD_GLOO_TIMEOUT_SECONDS startup
                                                         (unless the user set it)
 horovodrun's own checks (``--start-timeout``)           launcher.horovodrun_command  startup
-the ps tasks' gRPC servers to accept (workers)          grpc_runtime.wait_for_tasks  startup
-a ps task: the chief's first word                       grpc_runtime.serve_ps        startup
+the ps tasks' gRPC servers to accept (workers)          grpc.runtime.wait_for_tasks  startup
+a ps task: the chief's first word                       grpc.runtime.serve_ps        startup
 a worker: the chief's variable initialisation           ControlPlane.wait_ready      startup
 the ps modes' training session (MonitoredSession)       parameter_server.initialize  startup
 the ps modes' "start together" agreement                parameter_server.initialize  startup
