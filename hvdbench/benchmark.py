@@ -104,7 +104,9 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     stopped = False
     check_world_size(cfg, topo)
     startup.begin(
-        topo.rank,
+        f"{cfg.cluster.job_name} task {cfg.cluster.task_index}"
+        if cfg.cluster.job_name
+        else f"rank {topo.rank}",
         topo.hostname,
         cfg.launch.startup_timeout_s,
         "binding cores, importing TensorFlow",
