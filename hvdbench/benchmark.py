@@ -89,6 +89,13 @@ def versions() -> dict[str, Any]:
     }
 
 
+def _gpu_names() -> list[str]:
+    """The GPUs TensorFlow sees in this process (after any per-rank pinning)."""
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
 def _installed(package: str) -> str | None:
     from importlib import metadata
 
@@ -392,6 +399,7 @@ class Run:
             "topology": topology_summary(rank_infos),
             "mode_details": self.mode.details(),
             "versions": versions(),
+            "hardware": record.hardware(_gpu_names()),
             "environment": record.captured_env(os.environ),
         }
         name = record.record_name(cfg.mode.name, cfg.model.name, len(rank_infos))
