@@ -370,8 +370,9 @@ class LaunchConfig:
         min_exclusive=True,
     )
     debug_startup_delay_rank: int = fld(
-        "Testing aid: this launcher rank sleeps debug_startup_delay_s at the start of its "
-        "start-up, before TensorFlow is imported (a slow import). -1: none.",
+        "Testing aid: the process of this launcher rank (mpirun, srun, horovodrun; every "
+        "task hvdbench spawns itself counts as rank 0) sleeps debug_startup_delay_s at the "
+        "start of its start-up, before TensorFlow is imported (a slow import). -1: none.",
         min=-1,
     )
     debug_startup_delay_s: float = fld("Testing aid: see debug_startup_delay_rank.", min=0.0)

@@ -88,6 +88,32 @@ def write_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     return path
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name, as ``lscpu`` shows it ("Model name")."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model name") and value.strip():
+                    return value.strip()
+    except OSError:
+        return None
+    return platform.processor() or None
+
+
+def hardware(gpus: list[str] | None = None, cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """The chief's node: CPU model, logical CPUs (all, and this process's), memory, GPUs.
+    Every performance figure names the machine it was taken on."""
+    return {
+        "cpu_model": cpu_model(cpuinfo),
+        "logical_cpus": os.cpu_count(),
+        "cpus_allowed": len(os.sched_getaffinity(0)),
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "gpus": list(gpus or []),
+        "machine": platform.machine(),
+    }
+
+
 def python_version() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 

@@ -60,9 +60,9 @@ class StartupGuard:
     says what the rank is doing now; :meth:`done` ends the watch (at the first step)."""
 
     def __init__(
-        self, rank: int, host: str, timeout_s: float, grace_s: float = WAITING_GRACE_S
+        self, who: str, host: str, timeout_s: float, grace_s: float = WAITING_GRACE_S
     ) -> None:
-        self.rank, self.host, self.timeout_s, self.grace_s = rank, host, timeout_s, grace_s
+        self.who, self.host, self.timeout_s, self.grace_s = who, host, timeout_s, grace_s
         self._write = -1
         self._child = 0
 
@@ -144,7 +144,7 @@ def _watch(fd: int, parent: int, guard: StartupGuard, phase: str) -> None:
     else:
         what = f"start-up not done after launch.startup_timeout_s={timeout_s:g} s, still {phase}"
     print(
-        f"hvdbench: error: rank {guard.rank} on host {guard.host}: {what}; aborting the job",
+        f"hvdbench: error: {guard.who} on host {guard.host}: {what}; aborting the job",
         file=sys.stderr,
         flush=True,
     )
@@ -155,13 +155,13 @@ def _watch(fd: int, parent: int, guard: StartupGuard, phase: str) -> None:
 
 
 def begin(
-    rank: int, host: str, timeout_s: float, phase: str, grace_s: float = WAITING_GRACE_S
+    who: str, host: str, timeout_s: float, phase: str, grace_s: float = WAITING_GRACE_S
 ) -> StartupGuard:
-    """Start this process's guard (one per process)."""
+    """Start this process's guard (one per process); ``who`` names it (``rank 3``)."""
     global _guard
     if _guard is not None:
         _guard.done()
-    _guard = StartupGuard(rank, host, timeout_s, grace_s)
+    _guard = StartupGuard(who, host, timeout_s, grace_s)
     _guard.start(phase)
     return _guard
 

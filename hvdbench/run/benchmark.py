@@ -64,6 +64,13 @@ def versions() -> dict[str, Any]:
     }
 
 
+def _gpu_names() -> list[str]:
+    """The GPUs TensorFlow sees in this process (after any per-rank pinning)."""
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
 def _installed(package: str) -> str | None:
     from importlib import metadata
 
@@ -127,7 +134,9 @@ def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, A
     Returns the layout and the facts about this rank that go into the record."""
     layout = JobLayout.of_rank(cfg, topo)  # checks launch.np against the launcher's ranks
     startup.begin(
-        topo.rank,
+        f"{cfg.cluster.job_name} task {cfg.cluster.task_index}"
+        if cfg.cluster.job_name
+        else f"rank {topo.rank}",
         topo.hostname,
         cfg.launch.startup_timeout_s,
         "binding cores, importing TensorFlow",
@@ -447,6 +456,7 @@ class Run:
             "topology": topology_summary(rank_infos),
             "mode_details": self.mode.details(),
             "versions": versions(),
+            "hardware": record.hardware(_gpu_names()),
             "environment": record.captured_env(os.environ),
         }
         name = record.record_name(cfg.mode.name, cfg.model.name, len(rank_infos))

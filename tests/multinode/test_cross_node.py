@@ -21,6 +21,7 @@ from tests.multinode.conftest import net_env, wait_for_job
 pytestmark = pytest.mark.multinode
 
 JOB_TIMEOUT = 240  # s, per job, from the time the test starts waiting
+SLOW_START_S = 35
 CONFIG = """\
 [model]
 name = "trivial"
@@ -76,6 +77,11 @@ def jobs(net_cluster: NetCluster, tmp_path_factory: pytest.TempPathFactory) -> J
     two_by_two = ["--nodes=2", "--ntasks-per-node=2"]
     j.sbatch("mpi", "horovod_srun.sbatch", two_by_two)
     j.sbatch("gloo", "horovod_srun.sbatch", two_by_two, "--launch.srun_controller=gloo")
+    # rank 0, which serves the Gloo rendezvous, starts 35 s late (a slow TensorFlow import):
+    # past Gloo's own default and fault.heartbeat_timeout_s, inside launch.startup_timeout_s
+    j.sbatch("gloo_slow", "horovod_srun.sbatch", ["--nodes=2", "--ntasks-per-node=1"],
+             "--launch.srun_controller=gloo", "--launch.debug_startup_delay_rank=0",
+             f"--launch.debug_startup_delay_s={SLOW_START_S}")  # fmt: skip
     j.sbatch("collective", "ps_srun.sbatch", ["--nodes=2", "--ntasks-per-node=1"],
              "--mode.name=collective_all_reduce")  # fmt: skip
     # block distribution: ps (rank 0) and worker 0 on the first node, worker 1 on the second
@@ -128,6 +134,19 @@ def test_horovod_over_gloo_under_srun(jobs: Jobs, net_cluster: NetCluster) -> No
     env = rec["environment"]
     assert env["HOROVOD_CONTROLLER"] == "gloo" and env["HOROVOD_GLOO_IFACE"] == "eth0"
     assert rec["totals"]["num_ranks"] == 4 and rec["totals"]["total_images_per_sec"] > 0
+
+
+def test_horovod_over_gloo_under_srun_waits_for_a_rank_0_that_starts_late(
+    jobs: Jobs, net_cluster: NetCluster
+) -> None:
+    """The other ranks wait for the rendezvous within launch.startup_timeout_s, not the
+    30 s of fault.heartbeat_timeout_s or of Horovod's Gloo store."""
+    rec = jobs.record("gloo_slow")
+    _check_ranks_per_node(rec, net_cluster, 1)
+    assert rec["mode_details"]["controller"] == "gloo", jobs.log("gloo_slow")
+    assert rec["environment"]["HOROVOD_GLOO_TIMEOUT_SECONDS"] == "600"
+    assert rec["config"]["launch"]["debug_startup_delay_s"] == SLOW_START_S
+    assert rec["totals"]["num_ranks"] == 2
 
 
 def _check_grpc_addresses(rec: dict[str, Any], cluster: NetCluster) -> list[str]:

@@ -51,3 +51,19 @@ def test_captured_env_filters_prefixes():
         "SLURM_JOB_ID",
         "TF_Z",
     ]
+
+
+def test_hardware_names_the_cpu_model_cores_and_memory(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+    )
+    hw = record.hardware(["/physical_device:GPU:0"], cpuinfo=str(cpuinfo))
+    assert hw["cpu_model"] == "AMD EPYC 7B13"
+    assert hw["logical_cpus"] == os.cpu_count()
+    assert 0 < hw["cpus_allowed"] <= hw["logical_cpus"]
+    assert hw["memory_bytes"] > 2**28
+    assert hw["gpus"] == ["/physical_device:GPU:0"]
+    # this machine's own /proc/cpuinfo names a model
+    assert record.cpu_model()

@@ -31,7 +31,7 @@ def run(body: str, timeout: float = 30) -> tuple[subprocess.CompletedProcess[str
 def test_a_rank_stuck_in_its_own_start_up_is_named_and_killed_at_the_bound():
     r, took = run(
         """
-        startup.begin(3, "nodeA", 1.0, "importing TensorFlow")
+        startup.begin("rank 3", "nodeA", 1.0, "importing TensorFlow")
         time.sleep(20)
         """
     )
@@ -48,7 +48,7 @@ def test_a_rank_stuck_in_c_code_holding_the_gil_is_still_bounded():
     # a process of its own, so it needs no GIL.
     r, took = run(
         """
-        startup.begin(0, "nodeA", 1.0, "in MPI_Init")
+        startup.begin("rank 0", "nodeA", 1.0, "in MPI_Init")
         sum(range(10**12))
         """
     )
@@ -60,7 +60,7 @@ def test_a_rank_stuck_in_c_code_holding_the_gil_is_still_bounded():
 def test_a_waiting_rank_gets_the_grace_so_a_slower_rank_names_itself_first():
     r, took = run(
         """
-        startup.begin(1, "nodeB", 1.0, "importing TensorFlow", grace_s=1.5)
+        startup.begin("rank 1", "nodeB", 1.0, "importing TensorFlow", grace_s=1.5)
         startup.phase("waiting in hvd.init() for every rank to join", waiting=True)
         time.sleep(20)
         """
@@ -78,7 +78,7 @@ def test_each_wait_is_bounded_from_its_own_start():
     # Own work took 0.6 s of the 1 s bound; the wait that follows still gets 1 s + grace.
     r, took = run(
         """
-        startup.begin(0, "h", 1.0, "building the model", grace_s=0.5)
+        startup.begin("rank 0", "h", 1.0, "building the model", grace_s=0.5)
         time.sleep(0.6)
         startup.phase("waiting for the ps tasks", waiting=True)
         time.sleep(20)
@@ -92,7 +92,7 @@ def test_each_wait_is_bounded_from_its_own_start():
 def test_done_ends_the_watch_and_leaves_no_process():
     r, _ = run(
         """
-        g = startup.begin(0, "h", 0.5, "importing TensorFlow")
+        g = startup.begin("rank 0", "h", 0.5, "importing TensorFlow")
         child = g._child
         startup.done()
         time.sleep(1.5)  # past the bound: nothing may fire
@@ -111,7 +111,7 @@ def test_done_ends_the_watch_and_leaves_no_process():
 def test_a_rank_that_exits_takes_its_watcher_with_it():
     r, _ = run(
         """
-        g = startup.begin(0, "h", 60, "importing TensorFlow")
+        g = startup.begin("rank 0", "h", 60, "importing TensorFlow")
         print(g._child, flush=True)
         os._exit(0)
         """
