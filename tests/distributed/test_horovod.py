@@ -135,7 +135,7 @@ def test_end_to_end_run_writes_a_record(tmp_path, which):
     assert totals["total_images_per_sec"] == pytest.approx(images / slowest)
     assert rec["mode_details"]["controller"] == ("gloo" if which == "horovodrun" else "mpi")
     assert rec["versions"]["tensorflow"] == "2.14.1"
-    from hvdbench.record import cpu_model
+    from hvdbench.components.record import cpu_model
 
     assert rec["hardware"]["cpu_model"] == cpu_model() and rec["hardware"]["gpus"] == []
     assert rec["hardware"]["logical_cpus"] == os.cpu_count()
