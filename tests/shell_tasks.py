@@ -8,7 +8,7 @@ import signal
 import subprocess
 from types import TracebackType
 
-from hvdbench.modes.grpc.cluster import Role
+from hvdbench.launch.job import Role
 
 
 class ShellTasks:
