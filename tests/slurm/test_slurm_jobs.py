@@ -42,13 +42,13 @@ PROBE = r"""#!/bin/bash
 # Each process writes its own file (ranks printing at once can interleave on one line).
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 P="$HVDBENCH_PYTHON"
-SNIP='import json, os; from mpi4py import MPI; from hvdbench import topology as t
+SNIP='import json, os; from mpi4py import MPI; from hvdbench.launch import topology as t
 c = MPI.COMM_WORLD; d = t.detect(os.environ); how = os.environ["HOW"]
 open(f"probe-{how}-{c.Get_rank()}.json", "w").write(json.dumps({"how": how,
   "rank": c.Get_rank(), "size": c.Get_size(), "sum": c.allreduce(1),
   "step_id": os.environ.get("SLURM_STEP_ID"), "in_srun_step": t.in_srun_step(os.environ),
   "topo": [d.rank, d.size, d.source]}))'
-"$P" -c 'import json, os; from hvdbench import topology as t
+"$P" -c 'import json, os; from hvdbench.launch import topology as t
 open("probe-batch.json", "w").write(json.dumps({"how": "batch",
   "step_id": os.environ.get("SLURM_STEP_ID"), "in_srun_step": t.in_srun_step(os.environ),
   "source": t.detect(os.environ).source}))'
