@@ -109,15 +109,30 @@ class SimulatedRanks:
         sel.close()
 
 
+def serve(n: int, interval: float) -> int:
+    """Only the simulated ranks: print their peers as one JSON line, beat until stdin closes
+    (the chief's side runs in another process: bench/watchdog_load.py)."""
+    watchdog.raise_open_files_limit(2 * n + 64)
+    ranks = SimulatedRanks(n, interval)
+    ranks.start()
+    print(json.dumps(ranks.peers()), flush=True)
+    sys.stdin.read()
+    ranks.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--chief", type=int, required=True, help="simulated ranks")
+    p.add_argument("--serve", type=int, default=0, help="only serve this many simulated ranks")
+    p.add_argument("--chief", type=int, default=0, help="simulated ranks")
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--timeout", type=float, default=3.0)
-    p.add_argument("--silent", type=int, required=True, help="the rank that falls silent")
+    p.add_argument("--silent", type=int, default=1, help="the rank that falls silent")
     p.add_argument("--silent-after", type=float, default=3.0, help="seconds of heartbeats first")
     p.add_argument("--soft-nofile", type=int, default=0, help="lower the soft limit first")
     args = p.parse_args(argv)
+    if args.serve:
+        return serve(args.serve, args.interval)
     if args.soft_nofile:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.soft_nofile, hard))

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,30 @@ def test_mpirun_bind_to_core_stands():
 
     assert sorted(format_cpulist(g["cpus"]) for g in got) == given
     assert not set(got[0]["cpus"]) & set(got[1]["cpus"])
+
+
+@pytest.mark.parametrize("which", ["mpirun", "horovodrun"])
+def test_horovod_start_up_exchange_reaches_only_the_chief(which):
+    """HorovodMode.exchange: the chief gets every rank's object in rank order, intact;
+    a worker gets nothing back (O(1) per worker), under MPI and under Gloo."""
+    script = [sys.executable, str(Path(__file__).parent / "scripts" / "exchange.py")]
+    if which == "mpirun":
+        cmd = launcher.mpirun_command(2, script, oversubscribe=len(os.sched_getaffinity(0)) < 2)
+    else:
+        cmd = launcher.horovodrun_command(2, script, controller="gloo")
+    r = run(cmd, timeout=240, env=base_env())
+    assert r.returncode == 0, r.output
+    lines = sorted(
+        (
+            json.loads(line[line.index("{") :])
+            for line in r.stdout.splitlines()
+            if '{"rank"' in line
+        ),
+        key=lambda x: x["rank"],
+    )
+    assert [x["rank"] for x in lines] == [0, 1], r.output
+    chief, worker = lines
+    assert worker["got"] is None
+    assert [g["rank"] for g in chief["got"]] == [0, 1]
+    assert [len(g["pad"]) for g in chief["got"]] == [1000, 1100]
+    assert [g["tuple"] for g in chief["got"]] == [[0, 1], [1, 1]]  # tuples, printed as JSON
