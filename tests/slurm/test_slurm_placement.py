@@ -129,3 +129,29 @@ def test_the_record_shows_the_cpus_slurm_gave(slurm_cluster: LocalSlurm, tmp_pat
         assert r["cpus"] == given, (r, log)
         assert r["binding"] == "launcher"
         assert r["intra_op_threads"] == len(given)  # the pools are sized to Slurm's CPUs
+
+
+def test_submit_with_cpus_per_task(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
+    """A real `hvdbench submit --cpus-per-task 1`: the job runs with Slurm's
+    SLURM_CPUS_PER_TASK, and each rank's recorded CPUs are the ones its mask allowed."""
+    from tests.conftest import hvdbench
+
+    (tmp_path / "records").mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(out=tmp_path / "records"))
+    env = slurm_env(slurm_cluster)
+    r = hvdbench("submit", str(cfg), "--nodes", "1", "--ntasks-per-node", "2",
+                 "--cpus-per-task", "1", "--time", "5", "--sbatch-arg=--comment=hvdbench-test",
+                 env=env, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.output
+    assert " --cpus-per-task=1 --comment=hvdbench-test " in r.stdout, r.stdout
+    job = r.stdout.split("submitted job ", 1)[1].split(":", 1)[0]
+    fields = wait_for_job(slurm_cluster, job, 240)
+    log = (tmp_path / f"slurm-{job}.out").read_text(errors="replace")
+    assert fields["JobState"] == "COMPLETED", (fields, log)
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")]
+    assert len(recs) == 1, log
+    assert recs[0]["environment"].get("SLURM_CPUS_PER_TASK") == "1", recs[0]["environment"]
+    ranks = recs[0]["topology"]["ranks"]
+    assert len(ranks) == 2 and all(r["binding"] in ("launcher", "hvdbench") for r in ranks)
+    assert not set(ranks[0]["cpus"]) & set(ranks[1]["cpus"])
