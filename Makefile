@@ -149,7 +149,8 @@ test: install install-slurm
 test-unit:
 	$(call tier,unit,$(UNIT_TESTS))
 
-test-distributed:
+# install-slurm: MPICH's mpiexec.mpich for the launcher tests (tests/distributed/test_launchers.py).
+test-distributed: install-slurm
 	$(call tier,distributed,$(DISTRIBUTED_TESTS))
 
 # A real one-node Slurm (munged, slurmctld, slurmd started by tests/slurm/conftest.py).

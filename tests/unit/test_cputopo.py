@@ -164,3 +164,30 @@ def test_this_machine_reads(tmp_path):
     m = read_machine()
     assert set(os.sched_getaffinity(0)) <= {c.id for c in m.cpus}
     assert set(os.sched_getaffinity(0)) <= m.allowed
+
+
+def test_topology_command_alone_and_under_fake_hydra_variables():
+    """`hvdbench topology` reads the launcher's variables (here Hydra's, as mpiexec.mpich sets
+    them) and reports the CPUs it would bind to; bad overrides are one line, exit 2."""
+    import json
+
+    from tests.conftest import base_env, hvdbench
+
+    alone = hvdbench("topology", "--json", timeout=60)
+    assert alone.returncode == 0, alone.output
+    got = json.loads(alone.stdout)
+    assert (got["rank"], got["size"], got["source"], got["binding"]) == (0, 1, "single", "none")
+    assert got["cpus"] == sorted(os.sched_getaffinity(0))
+    env = base_env({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1",
+                    "MPI_LOCALNRANKS": "2"})  # fmt: skip
+    r = hvdbench("topology", "--json", "--runtime.bind_cores=false", env=env, timeout=60)
+    got = json.loads(r.stdout)
+    assert (got["rank"], got["local_rank"], got["source"], got["binding"]) == (
+        1,
+        1,
+        "hydra",
+        "none",
+    )
+    bad = hvdbench("topology", "--runtime.bind_cores=maybe", timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.output
+    assert "runtime.bind_cores" in bad.stderr

@@ -141,6 +141,13 @@ def test_install_slurm_installs_what_the_tiers_need():
         assert f" {pkg}" in install[0]
 
 
+@pytest.mark.parametrize("tier", ["test-distributed", "test-slurm", "test-multinode"])
+def test_the_tiers_that_need_mpich_or_slurm_install_them(tier):
+    out = make("-n", tier, "VENV=/nonexistent/venv")
+    install = [line for line in out.stdout.splitlines() if "apt-get install" in line]
+    assert install and " mpich" in install[0], out.stdout
+
+
 def test_mpirun_is_open_mpi_here():
     """This machine after `make install-slurm`: MPICH beside Open MPI, not instead of it."""
     mpirun = shutil.which("mpirun")
