@@ -2,7 +2,8 @@
 --cpu-bind=cores` and `--cpus-per-task` bind each task. hvdbench keeps that binding (it does
 not slice it again by local rank) and binds by itself only when Slurm did not.
 
-Runs before test_slurm_jobs.py's jobs fill the node, so that Slurm's CPUs are the machine's.
+Runs after test_slurm_jobs.py (module order), whose tests wait for all of its jobs, so the
+node is idle and the CPUs Slurm hands out are the machine's (the node declares 8 on 2).
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ pytestmark = pytest.mark.slurm
 # SLURM_CPU_BIND_LIST), then `hvdbench topology` reports what it believes and binds to.
 STEPS = r"""#!/bin/bash
 set -euo pipefail
-P="$HVDBENCH_PYTHON"
 T='mask=$(sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" /proc/self/status)
 echo "{\"mask\": \"$mask\", \"bind_list\": \"${SLURM_CPU_BIND_LIST:-}\", \"local\": $SLURM_LOCALID}" > given-$HOW-$SLURM_PROCID.json
-exec "$P" -m hvdbench topology --json > topo-$HOW-$SLURM_PROCID.json'
+exec "$HVDBENCH_PYTHON" -m hvdbench topology --json > topo-$HOW-$SLURM_PROCID.json'
 HOW=cores srun -n 2 --cpu-bind=cores bash -c "$T"
 HOW=per_task srun -n 2 --cpus-per-task=1 --cpu-bind=cores bash -c "$T"
 HOW=one srun -n 1 --cpus-per-task=1 --cpu-bind=cores bash -c "$T"
