@@ -99,3 +99,19 @@ def test_horovod_start_up_exchange_reaches_only_the_chief(which):
     assert [g["rank"] for g in chief["got"]] == [0, 1]
     assert [len(g["pad"]) for g in chief["got"]] == [1000, 1100]
     assert [g["tuple"] for g in chief["got"]] == [[0, 1], [1, 1]]  # tuples, printed as JSON
+
+
+def test_mpich_hydra_bind_to_core_stands():
+    """`mpiexec.mpich -bind-to core`: Hydra's binding stands, as Open MPI's does."""
+    mpiexec = shutil.which("mpiexec.mpich")
+    if mpiexec is None:
+        pytest.skip("MPICH's mpiexec.mpich is not installed: make install-slurm")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs for 2 ranks bound to a core each")
+    r = run([mpiexec, "-n", "2", "-bind-to", "core", *MASKED], timeout=120, env=base_env())
+    assert r.returncode == 0, r.output
+    got = reports(r.stdout)
+    from hvdbench.cputopo import format_cpulist
+
+    assert [(g["local_rank"], g["binding"]) for g in got] == [(0, "launcher"), (1, "launcher")]
+    assert sorted(format_cpulist(g["cpus"]) for g in got) == sorted(masks(r.stdout))
