@@ -3,8 +3,9 @@ under ``CI=true`` or when the tier was asked for by name (``make test-slurm`` an
 tier targets set ``HVDBENCH_NO_SKIP=1``).
 
 Without it, a missing ``slurmd`` or a non-root user skips the Slurm tier, pytest exits 0 and
-CI is green without the tier having run. Loaded with ``-p tests.no_skip`` (the Makefile's
-tiers and ``addopts`` in pyproject.toml). An ``xfail`` is not a skip and is left alone.
+CI is green without the tier having run. tests/conftest.py takes its hooks (any pytest run
+of tests/), and the Makefile's tiers load it with ``-p tests.no_skip`` as well. An ``xfail``
+is not a skip and is left alone.
 """
 
 from __future__ import annotations
