@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 LAUNCHER, HVDBENCH, NONE = "launcher", "hvdbench", "none"
@@ -43,11 +44,13 @@ class Machine:
     cpus: tuple[Cpu, ...]
     allowed: frozenset[int]
 
+    @cached_property
+    def _by_id(self) -> dict[int, Cpu]:
+        return {c.id: c for c in self.cpus}
+
     def cpu(self, cpu_id: int) -> Cpu:
-        for c in self.cpus:
-            if c.id == cpu_id:
-                return c
-        return Cpu(cpu_id, 0, cpu_id, 0)  # unknown to sysfs: a core of its own
+        """CPU ``cpu_id``; one sysfs does not list is taken as a core of its own."""
+        return self._by_id.get(cpu_id) or Cpu(cpu_id, 0, cpu_id, 0)
 
 
 @dataclass(frozen=True)
