@@ -125,10 +125,11 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         time.sleep(cfg.launch.debug_startup_delay_s)
         startup.phase("binding cores, importing TensorFlow")
     slot = modes.get(cfg.mode.name).core_slot(cfg, topo)
-    cores = runtime.bind_cores(cfg, topo, slot)
+    binding = runtime.bind(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, cores)
+    rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, binding.cpus)
+    rank_info["binding"] = binding.how
     rank_info["mpi_environment"] = mpi_env
     rank_info.update(
         rank=topo.rank,
