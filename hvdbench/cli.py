@@ -77,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the models and their native input sizes")
 
+    tp = sub.add_parser(
+        "topology",
+        help="print what this process believes: rank, size, local rank, CPUs, GPU",
+        description="Print this process's place in the job as the benchmark would take it: "
+        "rank, size and local rank from the launcher's variables, the CPUs it binds to (and "
+        "whether the launcher or hvdbench chose them) and its GPU. Run it under the launcher: "
+        "mpiexec -n 2 hvdbench topology, srun hvdbench topology. Takes the run's config and "
+        "overrides (runtime.bind_cores, mode.name).",
+    )
+    tp.add_argument("config", nargs="?", help="TOML config file (default: the embedded defaults)")
+    tp.add_argument("--json", action="store_true", help="one JSON object per process")
+
     ev = sub.add_parser(
         "eval",
         help="restore the latest checkpoint and report top-1/top-5 accuracy on the eval split",
@@ -224,6 +236,41 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topology(args: argparse.Namespace, overrides: list[str]) -> int:
+    import json
+
+    from hvdbench.components import runtime
+
+    cfg = config.load(args.config, overrides)
+    topo = topology.detect(os.environ)
+    slot = JobLayout.plan(cfg).core_slot(topo.rank, topo.local_rank, topo.local_size)
+    binding = runtime.bind(cfg, topo, slot)
+    from hvdbench.launch.cputopo import format_cpulist
+
+    report = {
+        "rank": topo.rank,
+        "size": topo.size,
+        "local_rank": topo.local_rank,
+        "local_size": topo.local_size,
+        "source": topo.source,
+        "host": topo.hostname,
+        "cpus": list(binding.cpus),
+        "binding": binding.how,
+        "gpu": runtime.gpu_index(topo, runtime.count_gpus(os.environ)),
+    }
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        gpu = "none" if report["gpu"] is None else report["gpu"]
+        print(
+            f"rank {topo.rank} of {topo.size}, local rank {topo.local_rank} of "
+            f"{topo.local_size} ({topo.source}) on {topo.hostname}: cpus "
+            f"{format_cpulist(binding.cpus)} (binding: {binding.how}), gpu {gpu}",
+            flush=True,
+        )
+    return 0
+
+
 def cmd_models() -> int:
     from hvdbench.models.specs import MODEL_SPECS
 
@@ -260,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run",
             "config",
             "eval",
+            "topology",
             *study_commands.TAKES_OVERRIDES,
         ):
             raise UsageError(f"'{args.command}' takes no config overrides, got {overrides[0]}")
@@ -269,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_config(args, overrides)
         if args.command == "models":
             return cmd_models()
+        if args.command == "topology":
+            return cmd_topology(args, overrides)
         if args.command == "eval":
             return cmd_eval(args, overrides, argv)
         if args.command == "data":

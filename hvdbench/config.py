@@ -383,9 +383,14 @@ class RuntimeConfig:
     """How each rank uses the cores and devices of its node."""
 
     bind_cores: bool = fld(
-        "Bind each rank to its share of the node's cores (local_rank-th slice), so that "
-        "ranks on one node do not fight over cores. In the gRPC modes the workers on a node "
-        "split its cores and a ps task is left unbound, over all of them."
+        "Bind each rank to its share of the node's cores when nobody else did, so that "
+        "ranks on one node do not fight over cores. A binding the launcher made (srun "
+        "--cpu-bind/--cpus-per-task, mpirun --bind-to: a mask smaller than the cgroup's "
+        "CPUs) stands, and the thread pools follow it. hvdbench slices by physical core, "
+        "within one NUMA node where the counts allow, and uses hardware threads apart only "
+        "with more ranks than cores; the record says which happened (binding: launcher | "
+        "hvdbench | none). In the gRPC modes the workers on a node split its cores and a ps "
+        "task is left unbound, over all of them."
     )
     intra_op_threads: int = fld(
         "TensorFlow intra-op threads per rank. 0: the cores available to this rank.", min=0

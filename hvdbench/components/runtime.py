@@ -7,16 +7,19 @@ inherited at thread creation, so the thread pools have to be born inside the bin
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
+from hvdbench.launch import cputopo
 from hvdbench.launch.topology import Topology
 
 
 def core_slice(cores: Sequence[int], local_rank: int, local_size: int) -> list[int]:
-    """The ``local_rank``-th of ``local_size`` equal slices of ``cores``.
+    """The ``local_rank``-th of ``local_size`` equal slices of ``cores``, each CPU id taken
+    as a core of its own (:func:`hvdbench.launch.cputopo.core_share` slices by physical core).
 
     With fewer cores than ranks, ranks share cores round-robin (one core each).
     """
@@ -29,18 +32,47 @@ def core_slice(cores: Sequence[int], local_rank: int, local_size: int) -> list[i
     return cores[local_rank * per : (local_rank + 1) * per]
 
 
-def bind_cores(cfg: Config, topo: Topology, slot: tuple[int, int] | None = None) -> list[int]:
-    """Bind this process to its slice of the cores it may use, and return the set it has.
+def bind(
+    cfg: Config,
+    topo: Topology,
+    slot: tuple[int, int] | None = None,
+    machine: cputopo.Machine | None = None,
+) -> cputopo.Binding:
+    """Bind this process to its share of the node, unless the launcher already bound it,
+    and return its CPUs and who chose them (:func:`hvdbench.launch.cputopo.plan`).
 
     ``slot`` is (index, count) among the processes that split this node's cores: the local
     rank and size by default; a mode may say otherwise (:meth:`Mode.core_slot`), e.g. a ps
-    task takes (0, 1), every core, and the workers beside it split the cores among them."""
+    task takes (0, 1), every core, and the workers beside it split the cores among them.
+    ``runtime.bind_cores = true`` means "bind when nobody else did": a mask the launcher
+    gave (a strict subset of the cgroup's CPUs) stands, and only the thread pools follow it.
+    """
     index, count = slot if slot is not None else (topo.local_rank, topo.local_size)
+    machine = machine if machine is not None else cputopo.read_machine()
     available = sorted(os.sched_getaffinity(0))
-    if cfg.runtime.bind_cores and count > 1:
-        mine = core_slice(available, index, count)
-        os.sched_setaffinity(0, mine)
-    return sorted(os.sched_getaffinity(0))
+    planned = cputopo.plan(machine, available, index, count, cfg.runtime.bind_cores)
+    if planned.how == cputopo.HVDBENCH:
+        os.sched_setaffinity(0, planned.cpus)
+    return cputopo.Binding(tuple(sorted(os.sched_getaffinity(0))), planned.how)
+
+
+def bind_cores(cfg: Config, topo: Topology, slot: tuple[int, int] | None = None) -> list[int]:
+    """:func:`bind`, returning only the CPUs this process has."""
+    return list(bind(cfg, topo, slot).cpus)
+
+
+def count_gpus(env: Mapping[str, str], root: Path | str = "/") -> int:
+    """The GPUs this process would see, without importing TensorFlow: those listed in
+    ``CUDA_VISIBLE_DEVICES`` when it is set, else the NVIDIA driver's devices."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and not d.startswith("-")])
+    return len(list((Path(root) / "proc/driver/nvidia/gpus").glob("*")))
+
+
+def gpu_index(topo: Topology, num_gpus: int) -> int | None:
+    """The GPU a rank takes: one per local rank, shared round-robin; None without GPUs."""
+    return topo.local_rank % num_gpus if num_gpus else None
 
 
 def mpi_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
@@ -65,9 +97,10 @@ def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> d
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        tf.config.set_visible_devices(gpus[topo.local_rank % len(gpus)], "GPU")
-        tf.config.experimental.set_memory_growth(gpus[topo.local_rank % len(gpus)], True)
+    visible = gpu_index(topo, len(gpus))
+    if visible is not None:
+        tf.config.set_visible_devices(gpus[visible], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[visible], True)
     elif cfg.model.data_format == "channels_first":
         raise UsageError(
             "model.data_format: 'channels_first' needs a GPU; TensorFlow's CPU kernels "
@@ -78,5 +111,5 @@ def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> d
         "intra_op_threads": intra,
         "inter_op_threads": inter,
         "gpus": [g.name for g in gpus],
-        "visible_gpu": topo.local_rank % len(gpus) if gpus else None,
+        "visible_gpu": visible,
     }

@@ -15,6 +15,11 @@ the abort callback (which saves what was measured), tells every rank to abort, a
 process with :data:`EXIT_FAULT`; the launcher brings the rest of the job down. A non-chief
 rank aborts when it loses the chief.
 
+Scale: the chief holds one socket per rank and waits on them with :mod:`selectors` (epoll on
+Linux, no ``FD_SETSIZE`` limit of 1024), connects to every rank at once (non-blocking
+connects, retried until ``startup_timeout``), and raises its ``RLIMIT_NOFILE`` soft limit to
+the hard limit first. Its work per interval is O(ranks); a non-chief's is O(1).
+
 With an ``on_lost`` callback (the chief of a synchronous job with backup workers, see
 :mod:`hvdbench.modes.grpc.lost_workers`), a non-chief rank whose process exited is handed to the
 callback instead: it returns ``None`` to leave the rank out and keep watching the others,
@@ -23,9 +28,11 @@ or the message to abort with. A rank that stopped responding still aborts the jo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import select
+import resource
+import selectors
 import socket
 import sys
 import threading
@@ -96,10 +103,10 @@ class Watchdog:
         on_lost: Callable[[Peer], str | None] | None = None,
         startup_timeout: float | None = None,
     ) -> None:
+        """``startup_timeout`` bounds the waits before the first heartbeat (the chief's
+        connections, a rank's wait for the chief); None: ``timeout``."""
         self.rank, self.host = rank, host
         self.interval, self.timeout, self.step_deadline = interval, timeout, step_deadline
-        # The connections are made before the first step: launch.startup_timeout_s bounds
-        # them, not the heartbeat timeout (which bounds silence during the run).
         self.startup_timeout = timeout if startup_timeout is None else startup_timeout
         self._startup_key = (
             "fault.heartbeat_timeout_s" if startup_timeout is None else "launch.startup_timeout_s"
@@ -127,6 +134,7 @@ class Watchdog:
         """Start the thread. The chief passes every other rank's {rank, host, addr, port}."""
         target: Callable[..., None]
         if peers is not None:
+            raise_open_files_limit(len(peers) + 64)
             self.peers = [Peer(p["rank"], p["host"]) for p in peers]
             addresses = {p["rank"]: (p["addr"], p["port"]) for p in peers}
             target = self._run_chief
@@ -185,74 +193,144 @@ class Watchdog:
             os._exit(EXIT_FAULT)
 
     # -- the chief -----------------------------------------------------------------------
-    def _connect(self, addresses: dict[int, tuple[str, int]]) -> None:
+    def _connect(self, addresses: dict[int, tuple[str, int]]) -> bool:
+        """Connect to every peer at once: non-blocking connects, each retried until it
+        succeeds or ``startup_timeout`` has passed. False when the job was aborted."""
         deadline = time.monotonic() + self.startup_timeout
-        for peer in self.peers:
-            while peer.sock is None:
-                try:
-                    peer.sock = socket.create_connection(
-                        addresses[peer.rank], timeout=self.interval
+        sel = selectors.DefaultSelector()
+        waiting = {p.rank: p for p in self.peers}
+        retry_at: dict[int, float] = {r: 0.0 for r in waiting}
+        try:
+            while waiting:
+                now = time.monotonic()
+                for rank in [r for r, t in retry_at.items() if t <= now]:
+                    del retry_at[rank]
+                    peer = waiting[rank]
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    s.setblocking(False)
+                    code = s.connect_ex(addresses[rank])
+                    if code in (0, errno.EINPROGRESS):
+                        peer.sock = s
+                        sel.register(s, selectors.EVENT_WRITE, peer)
+                    else:
+                        s.close()
+                        retry_at[rank] = now + min(self.interval, 0.2)
+                for key, _ in sel.select(timeout=0.05):
+                    peer = key.data
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    sel.unregister(sock)
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        peer.last_heard = time.monotonic()
+                        del waiting[peer.rank]
+                    else:  # refused (not listening yet) or unreachable: try again soon
+                        sock.close()
+                        peer.sock = None
+                        retry_at[peer.rank] = time.monotonic() + min(self.interval, 0.2)
+                if self._stop.is_set():
+                    return False
+                if waiting and time.monotonic() > deadline:
+                    missing = sorted(waiting.values(), key=lambda p: p.rank)
+                    names = ", ".join(f"rank {p.rank} on host {p.host}" for p in missing[:8])
+                    more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+                    verb = "is" if len(missing) == 1 else "are"
+                    self._abort(
+                        f"{names}{more} {verb} unreachable: no watchdog answered within "
+                        f"{self.startup_timeout:g} s ({self._startup_key})",
+                        [p.sock for p in self.peers if p.sock and p.rank not in waiting],
                     )
-                    peer.sock.setblocking(False)
-                    peer.last_heard = time.monotonic()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        self._abort(
-                            f"rank {peer.rank} on host {peer.host} is unreachable: its watchdog "
-                            f"did not answer within {self.startup_timeout:g} s "
-                            f"({self._startup_key})",
-                            [p.sock for p in self.peers if p.sock],
-                        )
-                        return
-                    time.sleep(min(self.interval, 0.2))
+                    return False
+        finally:
+            sel.close()
+        return True
 
     def _run_chief(self, addresses: dict[int, tuple[str, int]]) -> None:
-        self._connect(addresses)
-        while not self._stop.wait(self.interval):
-            socks = [p.sock for p in self.peers if p.sock is not None]
-            for peer in self.peers:
-                if peer.sock is None:
-                    continue
-                try:
-                    peer.sock.sendall(self._beat())
-                except OSError:
-                    pass
-            readable, _, _ = select.select(socks, [], [], 0)
-            now = time.monotonic()
-            for peer in self.peers:
-                if peer.sock in readable:
-                    try:
-                        data = peer.sock.recv(65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        if self._stop.is_set():
-                            return
-                        if self.on_lost is not None and self._leave_out(peer):
-                            continue
-                        self._abort(
-                            f"rank {peer.rank} on host {peer.host} was lost: its process exited "
-                            f"or its connection closed at step {peer.step}; aborting the job",
-                            [s for s in socks if s is not peer.sock],
-                        )
+        if not self._connect(addresses):
+            return
+        sel = selectors.DefaultSelector()
+        for peer in self.peers:
+            assert peer.sock is not None
+            sel.register(peer.sock, selectors.EVENT_READ, peer)
+        # Silence is checked a few times per interval, so that a rank that fell silent is
+        # named within heartbeat_timeout_s + 1 interval of its last heartbeat.
+        check_every = self.interval / 4
+        next_beat = next_check = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    beat = self._beat()
+                    for peer in self.peers:
+                        if peer.sock is not None:
+                            try:
+                                peer.sock.send(beat)
+                            except OSError:
+                                pass  # a closed connection shows up as a read of b""
+                    next_beat = now + self.interval
+                if now >= next_check:
+                    if not self._check_silence(now):
                         return
-                    peer.last_heard = now
-                    peer.buffer += data
-                    *lines, peer.buffer = peer.buffer.split(b"\n")
-                    for line in lines:
-                        msg = json.loads(line)
-                        if msg.get("bye"):
-                            peer.sock = None
-                        peer.step = int(msg.get("step", peer.step))
-                if peer.sock is not None and now - peer.last_heard > self.timeout:
-                    self._abort(
-                        f"rank {peer.rank} on host {peer.host} stopped responding: no heartbeat "
-                        f"for {now - peer.last_heard:.1f} s (fault.heartbeat_timeout_s="
-                        f"{self.timeout:g}) at step {peer.step}; aborting the job",
-                        [s for s in socks if s is not peer.sock],
-                    )
-                    return
-            self._check_deadline(socks)
+                    self._check_deadline([p.sock for p in self.peers if p.sock is not None])
+                    next_check = now + check_every
+                timeout = max(0.0, min(next_beat, next_check) - time.monotonic())
+                for key, _ in sel.select(timeout=timeout):
+                    peer = key.data
+                    if peer.sock is None:  # left out or said goodbye in this round
+                        continue
+                    if not self._read_peer(peer, sel):
+                        return
+        finally:
+            sel.close()
+
+    def _read_peer(self, peer: Peer, sel: selectors.BaseSelector) -> bool:
+        """Take what ``peer`` sent; False when the job is over (stopped or aborted)."""
+        assert peer.sock is not None
+        try:
+            data = peer.sock.recv(65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            if self._stop.is_set():
+                return False
+            sock = peer.sock
+            if self.on_lost is not None:
+                sel.unregister(sock)
+                if self._leave_out(peer):
+                    return True
+                return False
+            self._abort(
+                f"rank {peer.rank} on host {peer.host} was lost: its process exited "
+                f"or its connection closed at step {peer.step}; aborting the job",
+                [p.sock for p in self.peers if p.sock is not None and p is not peer],
+            )
+            return False
+        peer.last_heard = time.monotonic()
+        peer.buffer += data
+        *lines, peer.buffer = peer.buffer.split(b"\n")
+        for line in lines:
+            msg = json.loads(line)
+            if msg.get("bye"):
+                sel.unregister(peer.sock)
+                peer.sock.close()
+                peer.sock = None
+                return True
+            peer.step = int(msg.get("step", peer.step))
+        return True
+
+    def _check_silence(self, now: float) -> bool:
+        """Abort (and return False) when a connected rank has been silent too long."""
+        for peer in self.peers:
+            if peer.sock is not None and now - peer.last_heard > self.timeout:
+                self._abort(
+                    f"rank {peer.rank} on host {peer.host} stopped responding: no heartbeat "
+                    f"for {now - peer.last_heard:.1f} s (fault.heartbeat_timeout_s="
+                    f"{self.timeout:g}) at step {peer.step}; aborting the job",
+                    [p.sock for p in self.peers if p.sock is not None and p is not peer],
+                )
+                return False
+        return True
 
     def _leave_out(self, peer: Peer) -> bool:
         """A rank's process exited: leave it out if the callback agrees (then True)."""
@@ -300,18 +378,28 @@ class Watchdog:
                 )
             return
         self._chief.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(self._chief, selectors.EVENT_READ)
+        try:
+            self._watch_chief(self._chief, sel)
+        finally:
+            sel.close()
+
+    def _watch_chief(self, chief: socket.socket, sel: selectors.BaseSelector) -> None:
         last_heard = time.monotonic()
         buffer = b""
         while not self._stop.wait(self.interval):
             try:
-                self._chief.sendall(self._beat())
+                chief.send(self._beat())
             except OSError:
                 pass
-            readable, _, _ = select.select([self._chief], [], [], 0)
+            readable = sel.select(timeout=0)
             now = time.monotonic()
             if readable:
                 try:
-                    data = self._chief.recv(65536)
+                    data = chief.recv(65536)
+                except BlockingIOError:
+                    continue
                 except OSError:
                     data = b""
                 if not data:
@@ -339,3 +427,24 @@ class Watchdog:
                     [],
                 )
                 return
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """Raise this process's ``RLIMIT_NOFILE`` soft limit to the hard limit (the chief holds
+    a socket per rank, and a soft limit of 1024 is common). Returns the soft limit now in
+    effect; says so on stderr when it is still below ``needed``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        print(
+            f"hvdbench: warning: the watchdog needs about {needed} open files, but "
+            f"RLIMIT_NOFILE is {soft} (hard {hard}); raise it (ulimit -n) for this many ranks",
+            file=sys.stderr,
+            flush=True,
+        )
+    return int(soft)

@@ -36,15 +36,29 @@ class JobRequest:
     job_name: str = "hvdbench"
     signal: str = DEFAULT_SIGNAL
     output: str = ""
-    extra: tuple[str, ...] = ()
+    cpus_per_task: int = 0
+    gpus_per_node: str = ""  # N or TYPE:N
+    gres: str = ""  # e.g. gpu:4 or gpu:a100:4,nvme:1
+    exclusive: bool = False
+    qos: str = ""
+    constraint: str = ""
+    reservation: str = ""
+    ntasks: int = 0  # 0: nodes x ntasks_per_node; else exactly this many (a ps job's np + num_ps)
+    extra: tuple[str, ...] = ()  # --sbatch-arg: anything else, passed as given
 
     @property
-    def ntasks(self) -> int:
+    def capacity(self) -> int:
+        """Tasks the allocation holds: ``nodes x ntasks_per_node``."""
         return self.nodes * self.ntasks_per_node
 
 
 _TIME = re.compile(r"^(\d+|\d+:\d{2}(:\d{2})?|\d+-\d+(:\d{2}(:\d{2})?)?|UNLIMITED|INFINITE)$")
 _SIGNAL = re.compile(r"^(B:|R:)?[A-Z0-9]+(@\d+)?$")
+_GPUS = re.compile(r"^([A-Za-z0-9_.-]+:)?\d+$")
+_GRES = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*(,[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*)*$")
+_WORD = re.compile(r"^[^\s=]+$")
+# Options hvdbench sets itself: through --sbatch-arg they would contradict what it asked for.
+_OWN_OPTIONS = ("--nodes", "--ntasks", "--ntasks-per-node", "--parsable", "--wrap", "-N", "-n")
 
 
 def validate_request(req: JobRequest) -> None:
@@ -61,6 +75,40 @@ def validate_request(req: JobRequest) -> None:
         raise UsageError(
             f"--signal: cannot read {req.signal!r}; expected e.g. USR1@90 or B:USR1@90"
         )
+    if req.cpus_per_task < 0:
+        raise UsageError(
+            f"--cpus-per-task: must be >= 1 (0: Slurm's default), got {req.cpus_per_task}"
+        )
+    if req.gpus_per_node and not _GPUS.match(req.gpus_per_node):
+        raise UsageError(
+            f"--gpus-per-node: cannot read {req.gpus_per_node!r}; expected N or TYPE:N (a100:4)"
+        )
+    if req.gres and not _GRES.match(req.gres):
+        raise UsageError(f"--gres: cannot read {req.gres!r}; expected e.g. gpu:4 or gpu:a100:4")
+    for name, value in (("--qos", req.qos), ("--constraint", req.constraint),
+                        ("--reservation", req.reservation)):  # fmt: skip
+        if value and not re.match(r"^\S+$", value):
+            raise UsageError(f"{name}: {value!r} has blanks in it")
+    if req.ntasks < 0:
+        raise UsageError(f"ntasks: must be >= 0, got {req.ntasks}")
+    if req.ntasks > req.capacity:
+        raise UsageError(
+            f"--nodes {req.nodes} x --ntasks-per-node {req.ntasks_per_node} holds "
+            f"{req.capacity} task(s), fewer than the {req.ntasks} the job needs; raise "
+            "--nodes or --ntasks-per-node"
+        )
+    for arg in req.extra:
+        if not arg.startswith("-"):
+            raise UsageError(
+                f"--sbatch-arg: {arg!r} is not an sbatch option; pass one option a time, "
+                "with its value after '=': --sbatch-arg=--mail-type=END"
+            )
+        name = arg.split("=", 1)[0]
+        if name in _OWN_OPTIONS:
+            raise UsageError(
+                f"--sbatch-arg: {name} is set by hvdbench submit itself (--nodes, "
+                "--ntasks-per-node, and the mode's task count)"
+            )
 
 
 def sbatch_command(
@@ -74,6 +122,9 @@ def sbatch_command(
 ) -> list[str]:
     """``sbatch --nodes N --ntasks-per-node K [--partition P] [--time T] [--account A] ...``.
 
+    Then, in this order and only when set: ``--signal``, ``--output``, ``--ntasks``,
+    ``--cpus-per-task``, ``--gpus-per-node``, ``--gres``, ``--exclusive``, ``--qos``,
+    ``--constraint``, ``--reservation``, and the ``--sbatch-arg`` options as given.
     Options on the command line override the script's ``#SBATCH`` lines, so one script
     serves any size. With ``wrap`` (an argv) the job runs that command instead of a script.
     """
@@ -94,6 +145,20 @@ def sbatch_command(
         cmd.append(f"--signal={req.signal}")
     if req.output:
         cmd.append(f"--output={req.output}")
+    if req.ntasks:
+        cmd.append(f"--ntasks={req.ntasks}")
+    if req.cpus_per_task:
+        cmd.append(f"--cpus-per-task={req.cpus_per_task}")
+    if req.gpus_per_node:
+        cmd.append(f"--gpus-per-node={req.gpus_per_node}")
+    if req.gres:
+        cmd.append(f"--gres={req.gres}")
+    if req.exclusive:
+        cmd.append("--exclusive")
+    for name, value in (("qos", req.qos), ("constraint", req.constraint),
+                        ("reservation", req.reservation)):  # fmt: skip
+        if value:
+            cmd.append(f"--{name}={value}")
     cmd += list(req.extra)
     if wrap:
         return cmd + [f"--wrap={shlex.join(wrap)}"]

@@ -3,13 +3,22 @@
 Pure functions of an environment mapping, so that they are tested without launching
 anything, and usable before TensorFlow is imported (core binding must happen first).
 
-Order of precedence:
+Order of precedence (the first launcher whose rank and size are both set wins):
 
 1. Horovod's own variables (``horovodrun``, or hvdbench's Gloo rendezvous under ``srun``);
 2. Open MPI's ``OMPI_COMM_WORLD_*`` (``mpirun``, also inside an ``sbatch`` allocation);
-3. PMIx / PMI (``srun --mpi=pmix`` or ``pmi2``), sized by Slurm;
-4. ``SLURM_*`` only inside an ``srun`` step: ``mpirun`` inside ``sbatch`` leaves every
+3. Cray PALS (``mpiexec`` of Cray PALS/PBS): ``PALS_RANKID``, ``PALS_LOCAL_RANKID``,
+   ``PALS_LOCAL_SIZE``; the size from ``PALS_SIZE`` or Cray PMI's ``PMI_SIZE``. Before the
+   PMI variables, which PALS sets too;
+4. MPICH's and Intel MPI's Hydra (``mpiexec``, ``mpiexec.hydra``): ``PMI_RANK``,
+   ``PMI_SIZE``, ``MPI_LOCALRANKID``, ``MPI_LOCALNRANKS``. Hydra is told apart from ``srun
+   --mpi=pmi2`` (which sets ``PMI_RANK`` too) by ``MPI_LOCALRANKID``; Cray PMI's
+   ``PMI_LOCAL_RANK``/``PMI_LOCAL_SIZE`` are read the same way;
+5. PMIx / PMI (``srun --mpi=pmix`` or ``pmi2``), sized and placed by Slurm;
+6. ``SLURM_*`` only inside an ``srun`` step: ``mpirun`` inside ``sbatch`` leaves every
    rank with the batch step's ``SLURM_PROCID=0``, so the batch step's variables are ignored.
+
+Without any of them this is a single process (rank 0 of 1).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ class Topology:
     size: int
     local_rank: int
     local_size: int
-    source: str  # horovod | openmpi | pmix | slurm | single
+    source: str  # horovod | openmpi | pals | hydra | pmix | slurm | single
     hostname: str
 
     @property
@@ -126,6 +135,19 @@ def detect(env: Mapping[str, str], hostname: str | None = None) -> Topology:
             "openmpi",
             host,
         )
+
+    rank = _int(env, "PALS_RANKID")
+    size = _int(env, "PALS_SIZE", "PMI_SIZE")
+    if rank is not None and size is not None:
+        local_rank = _int(env, "PALS_LOCAL_RANKID", "PMI_LOCAL_RANK")
+        local_size = _int(env, "PALS_LOCAL_SIZE", "PMI_LOCAL_SIZE")
+        return Topology(rank, size, local_rank or 0, local_size or 1, "pals", host)
+
+    rank, size = _int(env, "PMI_RANK"), _int(env, "PMI_SIZE")
+    local_rank = _int(env, "MPI_LOCALRANKID", "PMI_LOCAL_RANK")
+    if rank is not None and size is not None and local_rank is not None:
+        local_size = _int(env, "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE")
+        return Topology(rank, size, local_rank, local_size or 1, "hydra", host)
 
     rank = _int(env, "PMIX_RANK", "PMI_RANK")
     size = _int(env, "PMI_SIZE") or (

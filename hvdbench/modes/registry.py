@@ -62,7 +62,12 @@ class Mode(abc.ABC):
 
     def exchange(self, obj: Any) -> list[Any] | None:
         """Collect one object from every compute rank on the chief at least, at start-up,
-        without the end-of-run side effects :meth:`gather` may have."""
+        without the end-of-run side effects :meth:`gather` may have.
+
+        Bound, kept for jobs of thousands of ranks: O(ranks) on the chief and O(1) per
+        worker. Horovod sends to the chief only (an alltoall); the ps modes put into ps 0's
+        queue, which the chief alone takes from. This default, an all-gather, is O(ranks)
+        per worker: a mode overrides it where its collectives allow."""
         return self.gather(obj)
 
     @abc.abstractmethod

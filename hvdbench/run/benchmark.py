@@ -148,10 +148,11 @@ def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, A
         time.sleep(cfg.launch.debug_startup_delay_s)
         startup.phase("binding cores, importing TensorFlow")
     slot = layout.core_slot(topo.rank, topo.local_rank, topo.local_size)
-    cores = runtime.bind_cores(cfg, topo, slot)
+    binding = runtime.bind(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, cores)
+    rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, binding.cpus)
+    rank_info["binding"] = binding.how
     rank_info["mpi_environment"] = mpi_env
     rank_info.update(
         rank=topo.rank,

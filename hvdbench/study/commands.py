@@ -22,7 +22,41 @@ from hvdbench.launch import slurm
 
 COMMANDS = ("submit", "sweep", "allreduce", "report", "predict")
 TAKES_OVERRIDES = ("submit", "sweep")
-SLURM_DIR = Path(__file__).resolve().parent.parent.parent / "slurm"
+# Package data (hvdbench/slurm_scripts), so that submit works when installed, not only from
+# a checkout; the checkout's slurm/ links to the same files.
+SLURM_DIR = Path(__file__).resolve().parent.parent / "slurm_scripts"
+
+
+def add_sbatch_options(p: argparse.ArgumentParser) -> None:
+    """What sites ask of a job, beyond its size: the same for submit and sweep."""
+    p.add_argument("--cpus-per-task", type=int, default=0, help="CPUs per task (per rank)")
+    p.add_argument("--gpus-per-node", default="", help="GPUs per node: N or TYPE:N")
+    p.add_argument("--gres", default="", help="generic resources, e.g. gpu:4")
+    p.add_argument("--exclusive", action="store_true", help="whole nodes, shared with no job")
+    p.add_argument("--qos", default="")
+    p.add_argument("--constraint", default="", help="node features, e.g. 'a100&ib'")
+    p.add_argument("--reservation", default="")
+    p.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="any other sbatch option, as one word (repeatable): --sbatch-arg=--mail-type=END",
+    )
+
+
+def sbatch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`slurm.JobRequest` fields of :func:`add_sbatch_options`' options."""
+    return {
+        "cpus_per_task": args.cpus_per_task,
+        "gpus_per_node": args.gpus_per_node,
+        "gres": args.gres,
+        "exclusive": args.exclusive,
+        "qos": args.qos,
+        "constraint": args.constraint,
+        "reservation": args.reservation,
+        "extra": tuple(args.sbatch_arg),
+    }
 
 
 class _Renamed(argparse.Action):
@@ -61,6 +95,7 @@ def add_parsers(sub: Any) -> None:
         default="srun",
         help="Horovod only: srun with the cluster's PMI (HVDBENCH_PMI) or mpirun in the job",
     )
+    add_sbatch_options(s)
     s.add_argument("--script", default="", help="sbatch script (default: by mode, in slurm/)")
     s.add_argument("--dry-run", action="store_true", help="print the command and the script")
 
@@ -96,6 +131,7 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--partition", default="")
     w.add_argument("--time", default="")
     w.add_argument("--account", default="")
+    add_sbatch_options(w)
     w.add_argument("--dry-run", action="store_true", help="print the commands only")
 
     a = sub.add_parser(
@@ -197,8 +233,19 @@ def script_for(mode: str, launcher: str) -> Path:
     return SLURM_DIR / "ps_srun.sbatch"
 
 
+def job_tasks(cfg: config.Config) -> int:
+    """Tasks the job must start: the mode's world for ``launch.np`` (a ps mode's np +
+    num_ps), or 0 to take the allocation's nodes x tasks per node (``launch.np = 0``)."""
+    from hvdbench.launch.job import JobLayout
+
+    return JobLayout.plan(cfg).world_size if cfg.launch.np else 0
+
+
 def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
+    from hvdbench.launch.job import JobLayout
+
     cfg = config.load(args.config, overrides)
+    ntasks = job_tasks(cfg)
     req = slurm.JobRequest(
         nodes=args.nodes,
         ntasks_per_node=args.ntasks_per_node,
@@ -207,7 +254,16 @@ def cmd_submit(args: argparse.Namespace, overrides: list[str]) -> int:
         account=args.account,
         job_name=args.job_name or f"hvdbench-{cfg.mode.name}-{cfg.model.name}",
         signal=args.signal,
+        ntasks=ntasks,
+        **sbatch_options(args),
     )
+    if ntasks > req.capacity:
+        raise UsageError(
+            f"--nodes {req.nodes} x --ntasks-per-node {req.ntasks_per_node} holds "
+            f"{req.capacity} task(s), but mode {cfg.mode.name} with launch.np={cfg.launch.np} "
+            f"needs {JobLayout.plan(cfg).formula()} = {ntasks}; raise --nodes or "
+            "--ntasks-per-node"
+        )
     slurm.validate_request(req)
     script = Path(args.script) if args.script else script_for(cfg.mode.name, args.launcher)
     if not script.is_file():
@@ -324,6 +380,7 @@ def _submit_sweep(
             job_name=sweep.job_name(group),
             signal="",
             output=str(logs.resolve() / "slurm-%j.out"),
+            **sbatch_options(args),
         )
         slurm.validate_request(req)
         inner = sweep.inner_sweep_argv(

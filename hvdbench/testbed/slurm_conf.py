@@ -35,11 +35,14 @@ def render(
     partition: str,
     slurmd_timeout_s: int,
     message_timeout_s: int,
+    task_plugin: str = "task/none",
 ) -> str:
     """The file's text. ``controller`` is slurmctld's (host name, address). The slurmd
     spool, pid and log files carry the node name (``%n``), so that several slurmd daemons
     on one machine keep apart. A job on a node that fails is not requeued: it ends as
-    ``NODE_FAIL``, which is what a user of the cluster sees."""
+    ``NODE_FAIL``, which is what a user of the cluster sees. ``task_plugin``
+    ``task/affinity`` makes ``srun --cpu-bind``/``--cpus-per-task`` bind tasks, as at most
+    sites (the one-node cluster uses it)."""
     host, address = controller
     node_lines = "\n".join(
         f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} RealMemory={n.memory_mb} "
@@ -66,7 +69,7 @@ SlurmdLogFile={root}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/pgid
-TaskPlugin=task/none
+TaskPlugin={task_plugin}
 SwitchType=switch/none
 MpiDefault=none
 SelectType=select/cons_tres

@@ -95,6 +95,7 @@ class LocalSlurm:
                 partition="debug",
                 slurmd_timeout_s=60,
                 message_timeout_s=20,
+                task_plugin="task/affinity",  # srun --cpu-bind and --cpus-per-task bind
             )
         )
         m = self.root / "munge"

@@ -171,9 +171,10 @@ def test_inner_sweep_and_srun_point_commands() -> None:
 
 
 def test_script_per_mode() -> None:
-    assert commands.script_for("horovod", "srun") == REPO / "slurm" / "horovod_srun.sbatch"
-    assert commands.script_for("horovod", "mpirun") == REPO / "slurm" / "horovod_mpirun.sbatch"
-    assert commands.script_for("parameter_server", "srun") == REPO / "slurm" / "ps_srun.sbatch"
+    scripts = REPO / "hvdbench" / "slurm_scripts"  # package data; slurm/ links to them
+    assert commands.script_for("horovod", "srun") == scripts / "horovod_srun.sbatch"
+    assert commands.script_for("horovod", "mpirun") == scripts / "horovod_mpirun.sbatch"
+    assert commands.script_for("parameter_server", "srun") == scripts / "ps_srun.sbatch"
     for name in ("horovod_srun", "horovod_mpirun", "ps_srun"):
         text = (REPO / "slurm" / f"{name}.sbatch").read_text()
         assert "#SBATCH --signal=" in text and "-m hvdbench run" in text
@@ -190,7 +191,8 @@ def test_submit_dry_run_prints_the_exact_command(tmp_path) -> None:  # type: ign
     first = r.stdout.splitlines()[0]
     assert first == (
         "sbatch --parsable --job-name=hvdbench-horovod-trivial --nodes=2 --ntasks-per-node=4 "
-        f"--partition=p --time=30 --account=a {REPO}/slurm/horovod_srun.sbatch {cfg} "
+        f"--partition=p --time=30 --account=a {REPO}/hvdbench/slurm_scripts/horovod_srun.sbatch "
+        f"{cfg} "
         "--train.num_steps=7"
     )
     assert "srun --mpi=" in r.stdout  # the script follows

@@ -101,3 +101,60 @@ def test_expand_tasks_per_node():
     assert expand_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
     with pytest.raises(ValueError):
         expand_tasks_per_node("two")
+
+
+# -- every launcher's variables: under these, every rank used to be local rank 0 -----------
+
+
+def test_mpich_hydra():
+    """``mpiexec.mpich -n 4 -ppn 2``: PMI_* for the world, MPI_LOCAL* for the node."""
+    env = {"PMI_RANK": "3", "PMI_SIZE": "4", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2",
+           "PMI_FD": "7"}  # fmt: skip
+    t = detect(env, hostname="h")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (3, 4, 1, 2, "hydra")
+
+
+def test_intel_mpi_hydra_inside_an_sbatch_allocation():
+    """Intel MPI's mpiexec.hydra in a batch script: the batch step's SLURM_* are ignored."""
+    env = {"PMI_RANK": "5", "PMI_SIZE": "8", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "4",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "9"}  # fmt: skip
+    t = detect(env, hostname="h")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (5, 8, 1, 4, "hydra")
+
+
+def test_cray_pals():
+    """Cray PALS's mpiexec sets PALS_* and Cray PMI's PMI_*: PALS wins, and PMI_SIZE sizes it
+    when PALS_SIZE is absent."""
+    env = {"PALS_RANKID": "6", "PALS_LOCAL_RANKID": "2", "PALS_LOCAL_SIZE": "4",
+           "PALS_NODEID": "1", "PMI_RANK": "6", "PMI_SIZE": "8"}  # fmt: skip
+    t = detect(env, hostname="h")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (6, 8, 2, 4, "pals")
+
+
+def test_cray_pals_with_its_own_size():
+    env = {"PALS_RANKID": "1", "PALS_SIZE": "2", "PALS_LOCAL_RANKID": "1"}
+    t = detect(env, hostname="h")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (1, 2, 1, 1, "pals")
+
+
+def test_cray_pmi_local_variables():
+    """Cray MPICH's PMI without PALS (e.g. aprun): PMI_LOCAL_RANK / PMI_LOCAL_SIZE."""
+    env = {"PMI_RANK": "2", "PMI_SIZE": "4", "PMI_LOCAL_RANK": "0", "PMI_LOCAL_SIZE": "2"}
+    t = detect(env, hostname="h")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (2, 4, 0, 2, "hydra")
+
+
+def test_srun_pmi2_is_not_taken_for_hydra():
+    """``srun --mpi=pmi2`` sets PMI_RANK/PMI_SIZE but no MPI_LOCALRANKID: Slurm places it."""
+    env = {"PMI_RANK": "3", "PMI_SIZE": "4", "SLURM_STEP_ID": "0", "SLURM_PROCID": "3",
+           "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+           "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}  # fmt: skip
+    t = detect(env, hostname="h")
+    assert (t.rank, t.size, t.local_rank, t.local_size, t.source) == (3, 4, 1, 2, "pmix")
+
+
+def test_open_mpi_comes_before_the_pmi_variables():
+    env = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+           "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+           "PMIX_RANK": "1", "PMI_RANK": "0", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0"}  # fmt: skip
+    assert detect(env, hostname="h").source == "openmpi"

@@ -1,0 +1,1 @@
+"""The sbatch scripts, shipped with the package (``slurm/`` in a checkout links here)."""
