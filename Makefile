@@ -120,7 +120,8 @@ PERF_ARGS ?=
 perf: install
 	$(VPY) bench/perf.py $(PERF_ARGS)
 
-# Each tier prints its wall time and its passed, skipped and failed counts (from pytest's
+# Each tier prints its slowest tests (how close they come to pytest-timeout's 300 s on a
+# slow machine), its wall time and its passed, skipped and failed counts (from pytest's
 # JUnit XML); a failing tier fails `make test`. A tier asked for by name must run: with
 # HVDBENCH_NO_SKIP=1 (tests/no_skip.py) a skipped test is a failure, as under CI=true.
 UNIT_TESTS ?= tests/unit
@@ -131,7 +132,7 @@ MULTINODE_TESTS ?= tests/multinode
 define tier
 	@echo "=== tier $(1) ==="; start=$$(date +%s); rc=0; \
 	xml=$$(mktemp --suffix=.xml); \
-	HVDBENCH_NO_SKIP=1 $(VPY) -m pytest -p tests.no_skip --junitxml=$$xml $(2) $(PYTEST_ARGS) || rc=$$?; \
+	HVDBENCH_NO_SKIP=1 $(VPY) -m pytest -p tests.no_skip --junitxml=$$xml --durations=8 $(2) $(PYTEST_ARGS) || rc=$$?; \
 	counts=$$($(VPY) tests/tier_counts.py $$xml); rm -f $$xml; \
 	echo "=== tier $(1): $$(( $$(date +%s) - start )) s (exit $$rc): $$counts ==="; \
 	exit $$rc
