@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from hvdbench import config, preflight, topology
+from hvdbench import config, preflight, tfconfig, topology
 from hvdbench.cluster import ClusterError
 from hvdbench.errors import UsageError
 
@@ -131,6 +131,13 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     from hvdbench import launcher
 
     cfg = _load(args, overrides)
+    if cfg.mode.name in config.GRPC_MODES and tfconfig.is_evaluator(os.environ):
+        print(
+            "hvdbench: TF_CONFIG task is an evaluator, which has no part in a benchmark run; "
+            "nothing to do",
+            file=sys.stderr,
+        )
+        return 0
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"

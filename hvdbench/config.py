@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -717,14 +718,27 @@ def _merge_layer(base: dict[str, dict[str, Any]], layer: Mapping[str, Any], orig
 
 
 def load(path: str | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Build the validated, frozen config from defaults, an optional file and overrides."""
+    """Build the validated, frozen config from defaults, an optional file and overrides.
+
+    In the gRPC modes a ``TF_CONFIG`` in the environment (TFJob, Vertex AI, SageMaker)
+    is the cluster: see :mod:`hvdbench.tfconfig`."""
     values: dict[str, dict[str, Any]] = {}
     _merge_layer(values, default_toml(), "default.toml")
+    given: dict[str, dict[str, Any]] = {}
     if path:
-        _merge_layer(values, read_toml(path), path)
+        _merge_layer(given, read_toml(path), path)
     for arg in overrides:
         section, key, text = parse_override(arg)
-        values[section][key] = coerce(section, key, text)
+        given.setdefault(section, {})[key] = coerce(section, key, text)
+    for section, keys in given.items():
+        values[section].update(keys)
+    if values["mode"]["name"] in GRPC_MODES:
+        from hvdbench import tfconfig  # no TensorFlow behind it
+
+        external = tfconfig.from_env(os.environ)
+        if external is not None:
+            flat = {f"{s}.{k}": v for s, keys in given.items() for k, v in keys.items()}
+            tfconfig.apply(values, flat, external)
     return build(values)
 
 
