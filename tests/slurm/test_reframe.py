@@ -44,7 +44,8 @@ def test_reframe_runs_the_checks_on_slurm(slurm_cluster: LocalSlurm, tmp_path: P
         "-S", "num_warmup_steps=1",
         "-r",
     ]  # fmt: skip
-    r = run(cmd, timeout=600, env=slurm_env(slurm_cluster), cwd=tmp_path)
+    env = {**slurm_env(slurm_cluster), "TMPDIR": str(tmp_path)}  # ReFrame's own log too
+    r = run(cmd, timeout=600, env=env, cwd=tmp_path)
     assert not r.timed_out, r.output[-4000:]
     assert r.returncode == 0, r.output[-6000:]
     cases = [tc for run_ in json.loads(report.read_text())["runs"] for tc in run_["testcases"]]
