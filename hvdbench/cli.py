@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from hvdbench import config
+from hvdbench import config, tfconfig
 from hvdbench.errors import ClusterError, DownloadError, UsageError
 from hvdbench.launch import preflight, topology
 from hvdbench.launch.job import JobLayout
@@ -131,6 +131,13 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     from hvdbench.launch import launcher
 
     cfg = _load(args, overrides)
+    if cfg.mode.name in config.GRPC_MODES and tfconfig.is_evaluator(os.environ):
+        print(
+            "hvdbench: TF_CONFIG task is an evaluator, which has no part in a benchmark run; "
+            "nothing to do",
+            file=sys.stderr,
+        )
+        return 0
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
     inner = launcher.inside_launcher(topo, os.environ)

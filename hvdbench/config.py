@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
+from hvdbench import tfconfig
 from hvdbench.errors import UsageError
+from hvdbench.hostlist import parse_host_list
 from hvdbench.models.specs import MODEL_SPECS
 
 SCHEMA_VERSION = 1
@@ -744,14 +747,25 @@ def _merge_layer(base: dict[str, dict[str, Any]], layer: Mapping[str, Any], orig
 
 
 def load(path: str | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Build the validated, frozen config from defaults, an optional file and overrides."""
+    """Build the validated, frozen config from defaults, an optional file and overrides.
+
+    In the gRPC modes a ``TF_CONFIG`` in the environment (TFJob, Vertex AI, SageMaker)
+    is the cluster: see :mod:`hvdbench.tfconfig`."""
     values: dict[str, dict[str, Any]] = {}
     _merge_layer(values, default_toml(), "default.toml")
+    given: dict[str, dict[str, Any]] = {}
     if path:
-        _merge_layer(values, read_toml(path), path)
+        _merge_layer(given, read_toml(path), path)
     for arg in overrides:
         section, key, text = parse_override(arg)
-        values[section][key] = coerce(section, key, text)
+        given.setdefault(section, {})[key] = coerce(section, key, text)
+    for section, keys in given.items():
+        values[section].update(keys)
+    if values["mode"]["name"] in GRPC_MODES:
+        external = tfconfig.from_env(os.environ)
+        if external is not None:
+            flat = {f"{s}.{k}": v for s, keys in given.items() for k, v in keys.items()}
+            tfconfig.apply(values, flat, external, values["mode"]["name"] in PS_MODES)
     return build(values)
 
 
@@ -923,16 +937,6 @@ def parse_hosts(hosts: str) -> list[tuple[str, int]]:
     if not parsed:
         raise UsageError("launch.hosts: no hosts given; expected e.g. 'node1:4,node2:4'")
     return parsed
-
-
-def parse_host_list(text: str, key: str) -> list[str]:
-    """``'a:2222,b:2222'`` -> ``['a:2222', 'b:2222']``, each checked as host:port."""
-    hosts = [h.strip() for h in text.split(",") if h.strip()]
-    for h in hosts:
-        host, sep, port = h.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"{key}: cannot read {h!r}; expected host:port, e.g. 'node1:2222'")
-    return hosts
 
 
 def check_distinct_tasks(ps_hosts: list[str], worker_hosts: list[str]) -> None:

@@ -158,6 +158,22 @@ def aggregate(ranks: Sequence[RankMeasurement]) -> Totals:
     )
 
 
+def horovod_lines(totals: Totals, model: str, device: str) -> list[str]:
+    """The closing lines of Horovod's synthetic benchmark, so that checks written for it
+    (ReFrame's hpctestlib, site scripts) parse hvdbench unchanged. ``device`` is CPU or
+    GPU. Both rates are hvdbench's measured ones (the total over the slowest rank, not
+    per-device x N); the ``+-`` is the 95% half-width of the mean step time, relative."""
+    rel = totals.step_time_ci95 / totals.step_time_mean if totals.step_time_mean else 0.0
+    per, total, n = totals.per_device_images_per_sec, totals.total_images_per_sec, totals.num_ranks
+    return [
+        f"Model: {model}",
+        f"Batch size: {totals.per_device_batch_size}",
+        f"Number of {device}s: {n}",
+        f"Img/sec per {device}: {per:.2f} +-{per * rel:.2f}",
+        f"Total img/sec on {n} {device}(s): {total:.2f} +-{total * rel:.2f}",
+    ]
+
+
 def summary_lines(totals: Totals) -> list[str]:
     """The closing block; its ``total images/sec:`` line is what log parsers look for."""
     lo, hi = totals.per_device_images_per_sec_ci95

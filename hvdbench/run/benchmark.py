@@ -314,6 +314,9 @@ def _record(
         totals = metrics.aggregate([metrics.RankMeasurement.from_dict(g) for g in gathered])
         for line in metrics.summary_lines(totals):
             print(line, flush=True)
+        device = "GPU" if _gpu_names() else "CPU"
+        for line in metrics.horovod_lines(totals, cfg.model.name, device):
+            print(line, flush=True)
         extra = hooks.record_fields(gathered, totals)
         if "input_pipeline" in extra:
             print(input_pipeline_line(extra["input_pipeline"]), flush=True)

@@ -38,7 +38,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("launch", ("hvdbench.launch",)),
     # models.specs is the model catalogue, pure data that the config validates against
-    ("config", ("hvdbench.config", "hvdbench.configs", "hvdbench.models.specs")),
+    # tfconfig reads a TF_CONFIG from outside while the config loads: the config's layer
+    (
+        "config",
+        (
+            "hvdbench.config",
+            "hvdbench.configs",
+            "hvdbench.models.specs",
+            "hvdbench.tfconfig",
+            "hvdbench.hostlist",
+        ),
+    ),
     ("errors", ("hvdbench.errors", "hvdbench")),
 ]
 

@@ -88,3 +88,19 @@ def test_summary_has_the_parsable_total_line():
 def test_aggregate_needs_measurements():
     with pytest.raises(ValueError):
         metrics.aggregate([])
+
+
+def test_horovod_lines_parse_as_horovods_synthetic_benchmark():
+    """The regular expressions of ReFrame's hpctestlib Horovod check and of site checks."""
+    import re
+
+    t = metrics.aggregate([rank(0, [0.1, 0.12, 0.09, 0.11], 0.42), rank(1, [0.1] * 4, 0.4)])
+    text = "\n".join(metrics.horovod_lines(t, "resnet50", "GPU"))
+    total = re.search(r"Total img/sec on 2 GPU\(s\): (\S+) \+-(\S+)", text)
+    per = re.search(r"Img/sec per GPU: (\S+) \+-(\S+)", text)
+    assert total and per
+    assert float(total.group(1)) == round(t.total_images_per_sec, 2)
+    assert float(per.group(1)) == round(t.per_device_images_per_sec, 2)
+    assert 0 < float(total.group(2)) < float(total.group(1))
+    assert re.search(r"^Model: resnet50$", text, re.M)
+    assert re.search(r"^Batch size: 32$", text, re.M)
