@@ -43,7 +43,7 @@ else
 endif
 
 PY_DEPS := "$(TF_REQ)" "numpy<2" mpi4py matplotlib
-DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy
+DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy scikit-learn
 
 STAMP_SYS := $(VENV)/.stamp-system
 STAMP_DEPS := $(VENV)/.stamp-deps-$(FLAVOR)

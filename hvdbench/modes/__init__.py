@@ -40,6 +40,13 @@ class Mode(abc.ABC):
         return f"workers({workers})"
 
     @staticmethod
+    def input_shards(cfg: Config, num_workers: int) -> list[tuple[int, int]]:
+        """The ``(shard_index, num_shards)`` of the training split that each input
+        pipeline of the job reads, in order: one per worker by default (worker ``i``
+        reads shard ``i`` of ``num_workers``). Disjoint, and together the whole split."""
+        return [(i, num_workers) for i in range(num_workers)]
+
+    @staticmethod
     def core_slot(cfg: Config, topo: Topology) -> tuple[int, int]:
         """(index, count) of this process among those that split its node's cores
         (:func:`hvdbench.runtime.bind_cores`): its local rank and size, unless the mode's

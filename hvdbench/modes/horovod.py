@@ -136,12 +136,9 @@ class HorovodMode(Mode):
         self.optimizer = training.make_optimizer(cfg.train)
         variables = self.model.trainable_variables
         training.build_optimizer_state(self.optimizer, variables)
+        shard, num_shards = self.input_shards(cfg, self.num_workers)[self.worker_index]
         self.next_batch = make_input(
-            cfg,
-            models.input_shape(cfg),
-            models.num_classes(cfg),
-            self.worker_index,
-            self.num_workers,
+            cfg, models.input_shape(cfg), models.num_classes(cfg), shard, num_shards
         )
         self._step = self._make_step(variables)
 

@@ -31,9 +31,13 @@ from hvdbench.config import Config
 from hvdbench.modes import Mode, register
 from hvdbench.topology import Topology
 
+_REAL_INPUT: Any = object()  # swap_input's marker for the graph's real input
+
 
 class GrpcGraphMode(Mode):
     """The parts of the ps modes around the graph: cluster, servers, control, shutdown."""
+
+    _input_marker: Any = _REAL_INPUT
 
     # Checkpoints and summaries (the chief's; see hvdbench.modes.graph_state)
     mirror: Any = None  # the GraphMirror, with checkpoint.dir on the chief
@@ -224,6 +228,16 @@ class GrpcGraphMode(Mode):
             out.update({f"gradients/{n}": g for n, g in self._last_gradients})
         return out
 
+    def swap_input(self, next_batch: Any) -> Any:
+        """Train on the graph's synthetic batch, or back on its real input: the input is
+        part of the graph, so ``next_batch`` only says which (the real input is the
+        marker this method returned)."""
+        previous = self._input_marker
+        real = next_batch is _REAL_INPUT
+        self.input.select(synthetic=not real)
+        self._input_marker = _REAL_INPUT if real else next_batch
+        return previous
+
     def step(self) -> float:
         ps = self.cfg.ps
         if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
@@ -231,7 +245,7 @@ class GrpcGraphMode(Mode):
         # In the graph's context: a session recreated after a lost ps finalises its
         # Scaffold again, which must not happen in eager mode.
         with self.graph.as_default():
-            _, loss, global_step, *grads = self.sess.run(self.fetches)
+            _, loss, global_step, *grads = self.sess.run(self.fetches, feed_dict=self.input.feed)
         if grads:
             self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
@@ -370,6 +384,7 @@ class GrpcGraphMode(Mode):
             "sync": self.sync,
             "replicas_to_aggregate": self.replicas_to_aggregate if self.sync else None,
             "staged_vars": self.cfg.ps.staged_vars,
+            "input_shard": list(self.input_shard),
             "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
             **describe(self.membership.spec, self.membership.role),
             "placement": {
@@ -389,13 +404,13 @@ class GrpcGraphMode(Mode):
         import tensorflow as tf
 
         from hvdbench import models
+        from hvdbench.data import graph_input
         from hvdbench.grpc_runtime import ControlPlane
         from hvdbench.modes import graph_training as gt
         from hvdbench.placement import GreedyByteSize
 
         v1 = tf.compat.v1
         cfg = self.cfg
-        images_np, labels_np = gt.synthetic_arrays(cfg, self.worker_index)
         spec = self.membership.spec
         num_ps, n = len(spec.ps), self.num_workers
         self.worker_device = f"/job:worker/task:{self.worker_index}"
@@ -410,12 +425,13 @@ class GrpcGraphMode(Mode):
                 cluster=tf.train.ClusterSpec(spec.as_dict()),
                 ps_strategy=self.placer,
             )
+            self.input_shard = self.input_shards(cfg, n)[self.worker_index]
+            self.input = graph_input.build(cfg, self.worker_device, *self.input_shard)
+            images, labels = self.input.images, self.input.labels
             with v1.device(setter):
                 global_step = v1.train.get_or_create_global_step()
                 model = models.build(cfg)
                 self.model_variables = model.trainable_variables
-                images = tf.constant(images_np)
-                labels = tf.constant(labels_np)
                 opt = gt.make_v1_optimizer(cfg.train)
                 if self.sync:
                     opt = v1.train.SyncReplicasOptimizer(

@@ -111,8 +111,9 @@ class CollectiveAllReduceMode(Mode):
             self.model = models.build(cfg)
             self.optimizer = training.make_optimizer(cfg.train)
             training.build_optimizer_state(self.optimizer, self.model.trainable_variables)
+        self.input_shard = self.input_shards(cfg, self.num_workers)[self.worker_index]
         self.next_batch = make_input(
-            cfg, models.input_shape(cfg), models.num_classes(cfg), self.worker_index
+            cfg, models.input_shape(cfg), models.num_classes(cfg), *self.input_shard
         )
         model, opt, strategy = self.model, self.optimizer, self.strategy
         replica_step = make_replica_step(cfg, strategy, model, opt)
@@ -168,6 +169,7 @@ class CollectiveAllReduceMode(Mode):
             "communication": "RING",
             "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
             "replicas_in_sync": int(self.strategy.num_replicas_in_sync),
+            "input_shard": list(self.input_shard),
             **describe(self.membership.spec, self.membership.role),
         }
 
@@ -182,6 +184,7 @@ class LocalDevicesMode(Mode):
     """One process, ``mode.num_devices`` devices; reported as that many compute devices."""
 
     _step: Any
+    _real_input: Any = None  # the per-device input, which swap_input swaps back to
 
     def setup(self) -> None:
         import tensorflow as tf
@@ -205,36 +208,59 @@ class LocalDevicesMode(Mode):
     def num_workers(self) -> int:
         return len(self.devices)
 
-    def _batches(self) -> list[tuple[Any, Any]]:
+    @staticmethod
+    def input_shards(cfg: Config, num_workers: int) -> list[tuple[int, int]]:
+        """One shard per device: device ``d`` reads shard ``d`` of ``mode.num_devices``."""
+        n = cfg.mode.num_devices
+        return [(d, n) for d in range(n)]
+
+    def _make_input(self) -> None:
+        """``self.next_batch``: one (images, labels) batch per device, each from its own
+        shard of the split (or its own synthetic batch, ``seed + device``), on the device."""
         import tensorflow as tf
 
         from hvdbench import models
-        from hvdbench.data.synthetic import synthetic_batch
+        from hvdbench.data import make_input
 
         cfg = self.cfg
         shape, classes = models.input_shape(cfg), models.num_classes(cfg)
-        out = []
-        for i, d in enumerate(self.devices):
-            with tf.device(d):
-                out.append(
-                    synthetic_batch(
-                        cfg.train.per_device_batch_size, shape, classes, cfg.train.seed + i
-                    )
-                )
-        return out
+        shards = self.input_shards(cfg, len(self.devices))
+        self.device_inputs = []
+        for d, shard in zip(self.devices, shards):
+            if cfg.data.source == "synthetic":
+                with tf.device(d):  # generated once, on its device
+                    self.device_inputs.append(make_input(cfg, shape, classes, *shard))
+            else:
+                self.device_inputs.append(_on_device(d, make_input(cfg, shape, classes, *shard)))
+        self.next_batch = self._real_input = self._next_batches
+
+    def _next_batches(self) -> list[tuple[Any, Any]]:
+        return [next_batch() for next_batch in self.device_inputs]
+
+    def swap_input(self, next_batch: Any) -> Any:
+        """``next_batch`` returns one batch (the hooks' synthetic input): every device
+        trains on it; the previous source (one batch per device) is returned."""
+        previous = self.next_batch
+        if next_batch is self._real_input:
+            self.next_batch = next_batch
+        else:
+            self.next_batch = lambda: [next_batch()] * len(self.devices)
+        return previous
 
     def initialize(self) -> None:
         """Each model starts from the same seed."""
 
     def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
-        """As in every mode, on the first device's model and batch."""
-        if not hasattr(self, "next_batch"):
-            first = self._batches()[0]
-            self.next_batch = lambda: first
-        return super().summary_histograms(with_gradients)
+        """As in every mode, on the first device's model and next batch."""
+        per_device = self.next_batch
+        self.next_batch = lambda: per_device()[0]
+        try:
+            return super().summary_histograms(with_gradients)
+        finally:
+            self.next_batch = per_device
 
     def step(self) -> float:
-        return float(self._step())
+        return float(self._step(self.next_batch()))
 
     def gather(self, obj: Any) -> list[Any] | None:
         """One entry per device: the process's step times are every device's."""
@@ -250,7 +276,8 @@ class LocalDevicesMode(Mode):
         return flag
 
     def details(self) -> dict[str, Any]:
-        return {"devices": self.devices, "processes": 1}
+        shards = self.input_shards(self.cfg, len(self.devices))
+        return {"devices": self.devices, "processes": 1, "input_shards": shards}
 
 
 @register("replicated")
@@ -272,19 +299,22 @@ class ReplicatedMode(LocalDevicesMode):
             opt = training.make_optimizer(cfg.train)
             training.build_optimizer_state(opt, model.trainable_variables)
         self.model, self.optimizer = model, opt
-        batches = self._batches()
-        data = strategy.experimental_distribute_values_from_function(
-            lambda ctx: batches[ctx.replica_id_in_sync_group]
-        )
+        self._make_input()
         train_replica = make_replica_step(cfg, strategy, model, opt)
 
         def replica_step(batch: Any) -> Any:
             return train_replica(*batch)
 
         @tf.function
-        def step() -> Any:
+        def replicated_step(data: Any) -> Any:
             losses = strategy.run(replica_step, args=(data,))
             return strategy.reduce("MEAN", losses, axis=None)
+
+        def step(batches: list[tuple[Any, Any]]) -> Any:
+            data = strategy.experimental_distribute_values_from_function(
+                lambda ctx: batches[ctx.replica_id_in_sync_group]
+            )
+            return replicated_step(data)
 
         self._step = step
 
@@ -317,10 +347,10 @@ class IndependentMode(LocalDevicesMode):
             towers.append((d, model, opt))
         self.towers = towers
         self.model, self.optimizer = towers[0][1], towers[0][2]
-        batches = self._batches()
+        self._make_input()
 
         @tf.function
-        def step() -> Any:
+        def step(batches: list[tuple[Any, Any]]) -> Any:
             losses = []
             for (d, model, opt), (images, labels) in zip(towers, batches):
                 with tf.device(d):
@@ -344,3 +374,15 @@ class IndependentMode(LocalDevicesMode):
         others.models = [m for _, m, _ in self.towers[1:]]
         others.optimizers = [o for _, _, o in self.towers[1:]]
         return {"model": self.model, "optimizer": self.optimizer, "other_devices": others}
+
+
+def _on_device(device: str, next_batch: Any) -> Any:
+    """``next_batch`` whose batch is placed on ``device`` (a copy, if it is elsewhere)."""
+    import tensorflow as tf
+
+    def placed() -> Any:
+        images, labels = next_batch()
+        with tf.device(device):
+            return tf.identity(images), tf.identity(labels)
+
+    return placed
