@@ -86,33 +86,10 @@ def needs_ps(mode: str) -> bool:
 
 
 def validate_cluster(cfg: Config) -> None:
-    """The cross-key checks of the gRPC and local-device modes; raise UsageError."""
-    from hvdbench.config import GRPC_MODES, LOCAL_DEVICE_MODES
-
+    """The cross-key checks of a mode that takes cluster roles (the gRPC modes): host
+    lists, ps tasks and workers add up; raise UsageError. What each mode supports at all
+    is checked before, against its declaration (:mod:`hvdbench.modes.capabilities`)."""
     mode, ps, cl, np = cfg.mode.name, cfg.ps, cfg.cluster, cfg.launch.np
-    if mode == "horovod":
-        raise UsageError(
-            "cluster.job_name: only the gRPC modes take a cluster role; mode is horovod"
-        )
-    if mode in LOCAL_DEVICE_MODES:
-        if np > 1:
-            raise UsageError(
-                f"launch.np: mode {mode} runs in one process on mode.num_devices("
-                f"{cfg.mode.num_devices}) devices; got launch.np({np}), use 0 or 1"
-            )
-        if cl.job_name or cl.ps_hosts or cl.worker_hosts:
-            raise UsageError(f"cluster: mode {mode} runs in one process and takes no cluster")
-        return
-    assert mode in GRPC_MODES
-    if cfg.train.mixed_precision != "none":
-        raise UsageError(
-            f"train.mixed_precision: {cfg.train.mixed_precision!r} is not supported by mode "
-            f"{mode}; use none"
-        )
-    if cfg.train.jit_compile and mode != "collective_all_reduce":
-        raise UsageError(f"train.jit_compile: not supported by mode {mode}; use false")
-    if ps.staged_vars and mode != "parameter_server":
-        raise UsageError(f"ps.staged_vars: only mode parameter_server stages variables, not {mode}")
     ps_hosts = parse_host_list(cl.ps_hosts, "cluster.ps_hosts")
     worker_hosts = parse_host_list(cl.worker_hosts, "cluster.worker_hosts")
     if not needs_ps(mode):

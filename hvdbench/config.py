@@ -767,7 +767,10 @@ def validate(cfg: Config) -> None:
             f"fault.heartbeat_timeout_s({cfg.fault.heartbeat_timeout_s:g}) must be at least twice "
             f"fault.heartbeat_interval_s({cfg.fault.heartbeat_interval_s:g})"
         )
-    if cfg.mode.name != "horovod" or cfg.cluster.job_name:
+    from hvdbench import modes  # the registry and declarations: no TensorFlow behind them
+
+    modes.check_capabilities(cfg)
+    if modes.get(cfg.mode.name).capabilities.cluster_roles:
         from hvdbench.cluster import validate_cluster  # no TensorFlow behind it
 
         validate_cluster(cfg)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from hvdbench.config import MODE_NAMES, Config
 from hvdbench.errors import UsageError
+from hvdbench.modes.capabilities import Capabilities
 from hvdbench.topology import Topology
 
 _MODES: dict[str, type[Mode]] = {}
@@ -23,6 +24,7 @@ class Mode(abc.ABC):
     """One way of distributing training. Lifecycle: setup, build, initialize, step..., shutdown."""
 
     name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]  # what it supports: validation reads this
     next_batch: Callable[[], Any]  # eager modes: the input, swapped by swap_input()
 
     def __init__(self, cfg: Config, topo: Topology) -> None:
@@ -218,6 +220,8 @@ def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
     def wrap(cls: type[Mode]) -> type[Mode]:
         if name not in MODE_NAMES:
             raise KeyError(f"mode {name!r} is missing from config.MODE_NAMES")
+        if not isinstance(cls.__dict__.get("capabilities"), Capabilities):
+            raise TypeError(f"mode {name!r} declares no capabilities")
         cls.name = name
         _MODES[name] = cls
         return cls
@@ -238,6 +242,19 @@ def _load() -> None:
 def registered() -> list[str]:
     _load()
     return sorted(_MODES)
+
+
+def declared() -> dict[str, Capabilities]:
+    """Every mode's capabilities, in the order of ``config.MODE_NAMES``."""
+    _load()
+    return {name: _MODES[name].capabilities for name in MODE_NAMES}
+
+
+def check_capabilities(cfg: Config) -> None:
+    """Refuse, with one line, a setting that ``cfg``'s mode does not support."""
+    from hvdbench.modes import capabilities
+
+    capabilities.check(cfg, declared())
 
 
 def get(name: str) -> type[Mode]:

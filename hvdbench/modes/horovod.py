@@ -10,6 +10,7 @@ from typing import Any
 from hvdbench.config import HorovodConfig
 from hvdbench.errors import UsageError
 from hvdbench.modes import Mode, register
+from hvdbench.modes.capabilities import Capabilities
 
 MIB = 1024 * 1024
 # A world of one rank exchanges nothing (hvdbench skips its collectives, and Horovod's
@@ -84,6 +85,13 @@ def check_build(hvd: Any, controller: str | None) -> None:
 @register("horovod")
 class HorovodMode(Mode):
     """``hvd.DistributedGradientTape`` inside a ``tf.function`` step."""
+
+    capabilities = Capabilities(
+        devices="one per process",
+        input_sharding="per worker",
+        cluster_roles=False,
+        many_processes=True,
+    )
 
     def setup(self) -> None:
         try:

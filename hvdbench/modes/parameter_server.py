@@ -29,9 +29,21 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.modes import Mode, register
+from hvdbench.modes.capabilities import Capabilities
 from hvdbench.topology import Topology
 
 _REAL_INPUT: Any = object()  # swap_input's marker for the graph's real input
+
+# The tf.compat.v1 graphs run in float32 without XLA: SyncReplicasOptimizer and the v1
+# optimizers have no loss scaling, and a graph session does not compile with XLA here.
+GRAPH_CAPABILITIES = dict(
+    devices="one per process",
+    input_sharding="per worker",
+    cluster_roles=True,
+    many_processes=True,
+    precisions=("none",),
+    jit_compile=False,
+)
 
 
 class GrpcGraphMode(Mode):
@@ -486,6 +498,8 @@ class GrpcGraphMode(Mode):
 class ParameterServerMode(GrpcGraphMode):
     """Variables on the ps tasks; workers compute; sync or async updates."""
 
+    capabilities = Capabilities(**GRAPH_CAPABILITIES, staged_vars=True)  # type: ignore[arg-type]
+
     staging: Any = None
 
     def _gradients(
@@ -518,6 +532,8 @@ class DistributedReplicatedMode(GrpcGraphMode):
     """Each worker computes on its own copy of the variables; the gradients are
     aggregated into the shadow variables on the ps (sync or async, as in
     parameter_server), and each worker then refreshes its copy from them."""
+
+    capabilities = Capabilities(**GRAPH_CAPABILITIES)  # type: ignore[arg-type]
 
     def _gradients(
         self, opt: Any, model: Any, images: Any, labels: Any

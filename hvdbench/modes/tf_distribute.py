@@ -20,7 +20,32 @@ from typing import Any
 
 from hvdbench.config import Config
 from hvdbench.modes import Mode, register
+from hvdbench.modes.capabilities import Capabilities
 from hvdbench.topology import Topology
+
+
+def local_gradients(cfg: Config, model: Any, opt: Any, scale: float = 1.0) -> Any:
+    """``(images, labels) -> (loss, gradients)`` of one device's forward and backward pass,
+    the loss multiplied by ``scale`` before differentiating (and loss-scaled under
+    float16), the gradients unscaled. With ``train.jit_compile`` this pass is compiled by
+    XLA; the exchange of gradients and the update stay outside the compiled function (the
+    strategies' collectives, as Horovod's ops, are not XLA ops)."""
+    import tensorflow as tf
+
+    from hvdbench import training
+
+    wd = cfg.train.weight_decay
+
+    def grads_of(images: Any, labels: Any) -> Any:
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = training.loss_fn(model, images, labels, wd)
+            scaled = training.scale_loss(opt, loss * scale)
+        return loss, tape.gradient(scaled, variables)
+
+    if cfg.train.jit_compile:
+        return tf.function(grads_of, jit_compile=True)
+    return grads_of
 
 
 def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
@@ -31,15 +56,13 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 
     from hvdbench import training
 
-    wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
-    replicas = strategy.num_replicas_in_sync
+    clip_norm = cfg.train.gradient_clip_norm
+    gradients = local_gradients(cfg, model, opt, 1.0 / strategy.num_replicas_in_sync)
 
     def replica_step(images: Any, labels: Any) -> Any:
         variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = training.loss_fn(model, images, labels, wd)
-            scaled = training.scale_loss(opt, loss / replicas)
-        grads = training.unscale(opt, tape.gradient(scaled, variables))
+        loss, grads = gradients(images, labels)
+        grads = training.unscale(opt, grads)
         if clip_norm > 0:
             grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
             grads = training.clip(grads, clip_norm)
@@ -54,6 +77,13 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 @register("collective_all_reduce")
 class CollectiveAllReduceMode(Mode):
     """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
+
+    capabilities = Capabilities(
+        devices="one per process",
+        input_sharding="per worker",
+        cluster_roles=True,
+        many_processes=True,
+    )
 
     # Each worker holds its own copy of the variables: every worker restores the
     # checkpoint, and takes part in every save (the chief's is the real one).
@@ -118,7 +148,7 @@ class CollectiveAllReduceMode(Mode):
         model, opt, strategy = self.model, self.optimizer, self.strategy
         replica_step = make_replica_step(cfg, strategy, model, opt)
 
-        @tf.function(jit_compile=False)
+        @tf.function  # train.jit_compile compiles each replica's pass (local_gradients)
         def step(images: Any, labels: Any) -> Any:
             per_replica = strategy.run(replica_step, args=(images, labels))
             return strategy.experimental_local_results(per_replica)[0]
@@ -178,6 +208,14 @@ class CollectiveAllReduceMode(Mode):
         # no one waits on a peer that has gone (see grpc_runtime.exit_process).
         if hasattr(self, "strategy"):
             self.any_rank(False)
+
+
+LOCAL_CAPABILITIES = Capabilities(
+    devices="mode.num_devices in one process",
+    input_sharding="per device",
+    cluster_roles=False,
+    many_processes=False,
+)
 
 
 class LocalDevicesMode(Mode):
@@ -284,6 +322,8 @@ class LocalDevicesMode(Mode):
 class ReplicatedMode(LocalDevicesMode):
     """``MirroredStrategy`` over the local devices: gradients all-reduced in process."""
 
+    capabilities = LOCAL_CAPABILITIES
+
     def build(self) -> None:
         import tensorflow as tf
 
@@ -329,6 +369,8 @@ class ReplicatedMode(LocalDevicesMode):
 class IndependentMode(LocalDevicesMode):
     """A model per device and no exchange at all."""
 
+    capabilities = LOCAL_CAPABILITIES
+
     def build(self) -> None:
         import tensorflow as tf
 
@@ -336,7 +378,7 @@ class IndependentMode(LocalDevicesMode):
 
         cfg = self.cfg
         training.set_precision_policy(cfg)
-        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+        clip_norm = cfg.train.gradient_clip_norm
         towers = []
         for d in self.devices:
             tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -344,7 +386,7 @@ class IndependentMode(LocalDevicesMode):
                 model = models.build(cfg)
                 opt = training.make_optimizer(cfg.train)
                 training.build_optimizer_state(opt, model.trainable_variables)
-            towers.append((d, model, opt))
+            towers.append((d, model, opt, local_gradients(cfg, model, opt)))
         self.towers = towers
         self.model, self.optimizer = towers[0][1], towers[0][2]
         self._make_input()
@@ -352,13 +394,11 @@ class IndependentMode(LocalDevicesMode):
         @tf.function
         def step(batches: list[tuple[Any, Any]]) -> Any:
             losses = []
-            for (d, model, opt), (images, labels) in zip(towers, batches):
+            for (d, model, opt, gradients), (images, labels) in zip(towers, batches):
                 with tf.device(d):
                     variables = model.trainable_variables
-                    with tf.GradientTape() as tape:
-                        loss = training.loss_fn(model, images, labels, wd)
-                        scaled = training.scale_loss(opt, loss)
-                    grads = training.unscale(opt, tape.gradient(scaled, variables))
+                    loss, grads = gradients(images, labels)
+                    grads = training.unscale(opt, grads)
                     opt.apply_gradients(zip(training.clip(grads, clip_norm), variables))
                     losses.append(loss)
             return tf.add_n(losses) / len(losses)
@@ -371,8 +411,8 @@ class IndependentMode(LocalDevicesMode):
         import tensorflow as tf
 
         others = tf.Module()
-        others.models = [m for _, m, _ in self.towers[1:]]
-        others.optimizers = [o for _, _, o in self.towers[1:]]
+        others.models = [t[1] for t in self.towers[1:]]
+        others.optimizers = [t[2] for t in self.towers[1:]]
         return {"model": self.model, "optimizer": self.optimizer, "other_devices": others}
 
 
