@@ -106,7 +106,10 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     cores = runtime.bind_cores(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, cores)
+    local = modes.get(cfg.mode.name).capabilities.devices != "one per process"
+    rank_info: dict[str, Any] = runtime.configure_tensorflow(
+        cfg, topo, cores, cfg.mode.num_devices if local else None
+    )
     rank_info["mpi_environment"] = mpi_env
     rank_info.update(
         rank=topo.rank,

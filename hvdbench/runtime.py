@@ -57,17 +57,27 @@ def thread_counts(cfg: Config, num_cores: int) -> tuple[int, int]:
     return intra, cfg.runtime.inter_op_threads
 
 
-def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> dict[str, Any]:
-    """Thread pools, one GPU per local rank, and the data-format check. Returns what it set."""
+def configure_tensorflow(
+    cfg: Config, topo: Topology, cores: Sequence[int], num_devices: int | None = None
+) -> dict[str, Any]:
+    """Thread pools, the visible GPUs, and the data-format check. Returns what it set.
+
+    ``num_devices`` None: one GPU per local rank; else the process drives that many local
+    devices (a local-device mode) and keeps that many GPUs visible
+    (:func:`hvdbench.modes.devices.visible_gpus`)."""
     import tensorflow as tf
+
+    from hvdbench.modes.devices import visible_gpus
 
     intra, inter = thread_counts(cfg, len(cores))
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     gpus = tf.config.list_physical_devices("GPU")
+    keep = visible_gpus(len(gpus), topo.local_rank, num_devices)
     if gpus:
-        tf.config.set_visible_devices(gpus[topo.local_rank % len(gpus)], "GPU")
-        tf.config.experimental.set_memory_growth(gpus[topo.local_rank % len(gpus)], True)
+        tf.config.set_visible_devices([gpus[i] for i in keep], "GPU")
+        for i in keep:
+            tf.config.experimental.set_memory_growth(gpus[i], True)
     elif cfg.model.data_format == "channels_first":
         raise UsageError(
             "model.data_format: 'channels_first' needs a GPU; TensorFlow's CPU kernels "
@@ -78,5 +88,6 @@ def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> d
         "intra_op_threads": intra,
         "inter_op_threads": inter,
         "gpus": [g.name for g in gpus],
-        "visible_gpu": topo.local_rank % len(gpus) if gpus else None,
+        "visible_gpu": keep[0] if len(keep) == 1 and num_devices is None else None,
+        "visible_gpus": keep,
     }

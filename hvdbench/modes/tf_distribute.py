@@ -227,16 +227,16 @@ class LocalDevicesMode(Mode):
     def setup(self) -> None:
         import tensorflow as tf
 
+        from hvdbench.modes.devices import local_device_names
+
         n = self.cfg.mode.num_devices
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus and len(gpus) >= n:
-            self.devices = [f"/gpu:{i}" for i in range(n)]
-        else:
+        gpus = tf.config.get_visible_devices("GPU")
+        self.devices = local_device_names(n, len(gpus))  # refuses too few GPUs
+        if not gpus:  # a machine without GPUs: n logical devices on the CPU
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
             )
-            self.devices = [f"/cpu:{i}" for i in range(n)]
 
     @property
     def worker_index(self) -> int:
