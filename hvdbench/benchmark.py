@@ -215,7 +215,9 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
             totals = None
             extra: dict[str, Any] = {}
             if run.times:
-                totals = metrics.aggregate([metrics.RankMeasurement.from_dict(g) for g in gathered])
+                totals = metrics.aggregate(
+                    [metrics.RankMeasurement.from_dict(g) for g in gathered], mode.lockstep()
+                )
                 for line in metrics.summary_lines(totals):
                     print(line, flush=True)
                 extra = hooks.record_fields(gathered, totals)

@@ -100,6 +100,12 @@ class Mode(abc.ABC):
         block (see the ps modes)."""
         return self.any_rank(flag)
 
+    def lockstep(self) -> bool:
+        """Whether the compute ranks wait for each other at every step (synchronous), so
+        that the job's step time is its slowest rank's (:func:`hvdbench.metrics.aggregate`).
+        By default they do; asynchronous modes, and backup workers, override it."""
+        return True
+
     def tolerates_lost_workers(self) -> bool:
         """Whether this job goes on when a non-chief worker dies (synchronous ps modes
         with backup workers, :mod:`hvdbench.lost_workers`). By default it never does."""

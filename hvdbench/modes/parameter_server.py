@@ -123,6 +123,11 @@ class GrpcGraphMode(Mode):
     def replicas_to_aggregate(self) -> int:
         return self.cfg.ps.replicas_to_aggregate or self.num_workers
 
+    def lockstep(self) -> bool:
+        """Synchronous updates of every worker's gradients; not async, nor backup workers
+        (whose slowest workers' gradients are dropped, so no one waits for them)."""
+        return self.sync and self.replicas_to_aggregate >= self.num_workers
+
     def tolerates_lost_workers(self) -> bool:
         """Synchronous with backup workers, and not under MPI (whose launcher ends the
         whole job when a rank dies): see :mod:`hvdbench.lost_workers`."""

@@ -301,14 +301,11 @@ class LocalDevicesMode(Mode):
         return float(self._step(self.next_batch()))
 
     def gather(self, obj: Any) -> list[Any] | None:
-        """One entry per device: the process's step times are every device's."""
-        out = []
-        for i in range(len(self.devices)):
-            entry = json.loads(json.dumps(obj, default=str))
-            if isinstance(entry, dict) and "step_times" in entry:
-                entry["rank"] = i
-            out.append(entry)
-        return out
+        """One measured process, which drives every device: its entry says how many."""
+        entry = json.loads(json.dumps(obj, default=str))
+        if isinstance(entry, dict) and "step_times" in entry:
+            entry["devices"] = len(self.devices)
+        return [entry]
 
     def any_rank(self, flag: bool) -> bool:
         return flag
