@@ -223,6 +223,12 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
                 extra = hooks.record_fields(gathered, totals)
                 if "input_pipeline" in extra:
                     print(input_pipeline_line(extra["input_pipeline"]), flush=True)
+                counts = mode.gradient_counts()
+                if counts is not None:
+                    extra["backup_workers"] = metrics.applied_rates(
+                        totals.total_images_per_sec, *counts
+                    )
+                    print(metrics.applied_line(extra["backup_workers"]), flush=True)
             extra |= {
                 "slurm": slurm.job_info(os.environ),
                 "stop": stop_info,

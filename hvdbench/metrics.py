@@ -209,3 +209,35 @@ def summary_lines(totals: Totals) -> list[str]:
         f"median {totals.step_time_median * 1000:.1f} ms of {totals.step_times_from}; "
         f"global batch {totals.global_batch_size}",
     ]
+
+
+def applied_rates(
+    computed_images_per_sec: float,
+    global_steps: int,
+    replicas_to_aggregate: int,
+    gradients_computed: int,
+) -> dict[str, float | int]:
+    """With backup workers, the rate of images whose gradients were applied, beside the
+    rate of images computed. Each global step applies ``replicas_to_aggregate`` gradients
+    and drops the rest, so over the run the applied share of the gradients computed
+    (every worker's steps, warm-up and drain included) is
+    ``global_steps * replicas_to_aggregate / gradients_computed``."""
+    applied = global_steps * replicas_to_aggregate
+    share = min(1.0, applied / gradients_computed) if gradients_computed > 0 else 0.0
+    return {
+        "replicas_to_aggregate": replicas_to_aggregate,
+        "global_steps": global_steps,
+        "gradients_computed": gradients_computed,
+        "gradients_applied": applied,
+        "applied_share": share,
+        "computed_images_per_sec": computed_images_per_sec,
+        "applied_images_per_sec": computed_images_per_sec * share,
+    }
+
+
+def applied_line(rates: dict[str, float | int]) -> str:
+    return (
+        f"applied images/sec: {rates['applied_images_per_sec']:.2f} of "
+        f"{rates['computed_images_per_sec']:.2f} computed ({rates['gradients_applied']} of "
+        f"{rates['gradients_computed']} gradients applied; backup workers)"
+    )

@@ -106,6 +106,12 @@ class Mode(abc.ABC):
         By default they do; asynchronous modes, and backup workers, override it."""
         return True
 
+    def gradient_counts(self) -> tuple[int, int, int] | None:
+        """With backup workers (chief, after :meth:`gather`): the global steps this run
+        advanced, the gradients each applies, and the gradients every worker computed;
+        None when every gradient computed is applied."""
+        return None
+
     def tolerates_lost_workers(self) -> bool:
         """Whether this job goes on when a non-chief worker dies (synchronous ps modes
         with backup workers, :mod:`hvdbench.lost_workers`). By default it never does."""

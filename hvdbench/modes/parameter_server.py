@@ -57,6 +57,7 @@ class GrpcGraphMode(Mode):
     _restored_step: int | None = None  # to load into the graph at the next session
     _reload: Any = None  # restores the newest checkpoint again; returns its step
     _graph_sessions: int = 0  # sessions the chief has created (more than 1: recovered)
+    _start_global_step: int = 0  # the global step this run started from (restored)
 
     @staticmethod
     def world_size(cfg: Config) -> int:
@@ -127,6 +128,13 @@ class GrpcGraphMode(Mode):
         """Synchronous updates of every worker's gradients; not async, nor backup workers
         (whose slowest workers' gradients are dropped, so no one waits for them)."""
         return self.sync and self.replicas_to_aggregate >= self.num_workers
+
+    def gradient_counts(self) -> tuple[int, int, int] | None:
+        if not self.sync or self.replicas_to_aggregate >= self.num_workers or not self._extras:
+            return None
+        steps = self.read_global_step() - self._start_global_step
+        computed = sum(len(e["global_steps_seen"]) + e["drained_steps"] for e in self._extras)
+        return steps, self.replicas_to_aggregate, computed
 
     def tolerates_lost_workers(self) -> bool:
         """Synchronous with backup workers, and not under MPI (whose launcher ends the
@@ -222,6 +230,7 @@ class GrpcGraphMode(Mode):
 
     def adopt_checkpoint(self, global_step: int | None, reload: Any) -> None:
         self._restored_step, self._reload = global_step, reload
+        self._start_global_step = global_step or 0
 
     def checkpoint_objects(self) -> dict[str, Any]:
         return self.mirror.checkpoint_objects()

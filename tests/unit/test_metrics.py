@@ -132,3 +132,18 @@ def test_one_process_with_several_devices_is_one_measurement():
     assert t.total_images_per_sec == pytest.approx(4 * 32 * 10 / 1.0)
     assert t.per_device_images_per_sec == pytest.approx(320.0)
     assert metrics.RankMeasurement.from_dict(m.to_dict()) == m
+
+
+def test_backup_worker_rates_hand_computed():
+    """3 workers, 2 gradients aggregated a step: 100 global steps apply 200 of the 290
+    gradients computed (100 + 100 + 90 steps), so 200/290 of the images computed count."""
+    r = metrics.applied_rates(870.0, 100, 2, 290)
+    assert r["gradients_applied"] == 200
+    assert r["applied_share"] == pytest.approx(200 / 290)
+    assert r["applied_images_per_sec"] == pytest.approx(600.0)
+    assert r["computed_images_per_sec"] == 870.0
+    assert metrics.applied_line(r) == (
+        "applied images/sec: 600.00 of 870.00 computed (200 of 290 gradients applied; "
+        "backup workers)"
+    )
+    assert metrics.applied_rates(10.0, 5, 2, 8)["applied_share"] == 1.0  # never above all
