@@ -481,7 +481,14 @@ class GrpcGraphMode(Mode):
                     # gradient histograms: this worker's gradients, fetched with each step
                     self.fetches.append([g for g, _ in gv])
                     self._gradient_names = [v.name for _, v in gv]
-                self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
+                # No initial tokens (TensorFlow's default is replicas_to_aggregate of
+                # them): with them each worker's first step returns before the first
+                # update, so its second gradient is computed on the initial weights and
+                # dropped as stale. Without them, every gradient of a worker that keeps
+                # pace is applied, and one worker's steps are plain synchronous SGD.
+                self.hooks = (
+                    [opt.make_session_run_hook(self.is_chief, num_tokens=0)] if self.sync else []
+                )
                 self.hooks.append(_after_session_hook(self.after_session))
                 if self.sync:
                     with tf.device(global_step.device):
