@@ -50,7 +50,7 @@ else
 endif
 
 PY_DEPS := "$(TF_REQ)" "numpy<2" mpi4py matplotlib
-DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy reframe-hpc
+DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy reframe-hpc scikit-learn
 
 STAMP_SYS := $(VENV)/.stamp-system
 STAMP_DEPS := $(VENV)/.stamp-deps-$(FLAVOR)

@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("keys", help="document every key: type, default, meaning")
 
     sub.add_parser("models", help="list the models and their native input sizes")
+    sub.add_parser("modes", help="what each mode supports: the capability matrix")
 
     tp = sub.add_parser(
         "topology",
@@ -288,6 +289,15 @@ def cmd_models() -> int:
     return 0
 
 
+def cmd_modes() -> int:
+    """The capability matrix, as the README shows it (no TensorFlow needed)."""
+    from hvdbench import modes
+    from hvdbench.modes.capabilities import matrix
+
+    print(matrix(modes.declared()), end="")
+    return 0
+
+
 def cmd_check_build(args: argparse.Namespace) -> int:
     from hvdbench.launch import buildcheck
 
@@ -326,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_models()
         if args.command == "topology":
             return cmd_topology(args, overrides)
+        if args.command == "modes":
+            return cmd_modes()
         if args.command == "eval":
             return cmd_eval(args, overrides, argv)
         if args.command == "data":

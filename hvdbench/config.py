@@ -21,7 +21,7 @@ import difflib
 import os
 import tomllib
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
@@ -836,7 +836,8 @@ def validate(cfg: Config) -> None:
             f"fault.heartbeat_timeout_s({cfg.fault.heartbeat_timeout_s:g}) must be at least twice "
             f"fault.heartbeat_interval_s({cfg.fault.heartbeat_interval_s:g})"
         )
-    if cfg.mode.name != "horovod" or cfg.cluster.job_name:
+    check_capabilities(cfg)
+    if MODE_CAPABILITIES[cfg.mode.name].cluster_roles:
         _validate_cluster(cfg)
     trace_steps(cfg.trace.steps)
     if cfg.data.source != "synthetic" and not cfg.data.dir:
@@ -856,32 +857,138 @@ def needs_ps(mode: str) -> bool:
     return mode in PS_MODES
 
 
+# ---------------------------------------------------------------------------------------
+# What each mode supports
+
+
+ALL_PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The settings a mode supports; a docstring on each says which config key it gates."""
+
+    devices: str
+    """What one compute rank is: ``one per process`` or ``mode.num_devices in one process``."""
+    input_sharding: str
+    """Who reads which shard of a real data set's split: ``per worker`` or ``per device``."""
+    cluster_roles: bool
+    """Takes an explicit gRPC cluster (cluster.job_name, cluster.*_hosts)."""
+    many_processes: bool
+    """Runs several processes (launch.np > 1); else one process over local devices."""
+    data_sources: tuple[str, ...] = DATA_SOURCES
+    """data.source values it reads (each through the same reader as every mode)."""
+    precisions: tuple[str, ...] = ALL_PRECISIONS
+    """train.mixed_precision values."""
+    jit_compile: bool = True
+    """train.jit_compile=true: the forward and backward pass compiled by XLA."""
+    staged_vars: bool = False
+    """ps.staged_vars=true."""
+    compare_synthetic: bool = True
+    """data.compare_synthetic=true: the same run also timed on a synthetic batch."""
+    checkpoints: bool = True
+    """checkpoint.dir: periodic and final checkpoints, restored at start-up."""
+    stop_checkpoint: bool = True
+    """stop.checkpoint: a checkpoint saved on a stop signal."""
+    eval: bool = True
+    """`hvdbench eval` reads its checkpoints (the model under ``model``)."""
+    summaries: bool = True
+    """summary.dir: TensorBoard scalars and histograms."""
+    traces: bool = True
+    """trace.steps: a profile of the steps given."""
+
+
+# What each mode supports, declared once, as data (like models.specs.MODEL_SPECS for the
+# models): validation holds every config to its mode's declaration before anything starts,
+# each mode class carries its own (Mode.capabilities), and `hvdbench modes` and the
+# README's matrix print them (hvdbench.modes.capabilities).
+_ONE_PER_PROCESS = dict(devices="one per process", input_sharding="per worker", many_processes=True)
+# The ps modes' tf.compat.v1 graphs run in float32 without XLA: SyncReplicasOptimizer and
+# the v1 optimizers have no loss scaling, and a graph session does not compile with XLA here.
+_GRAPH = dict(**_ONE_PER_PROCESS, cluster_roles=True, precisions=("none",), jit_compile=False)
+_LOCAL = Capabilities(
+    devices="mode.num_devices in one process",
+    input_sharding="per device",
+    cluster_roles=False,
+    many_processes=False,
+)
+MODE_CAPABILITIES: dict[str, Capabilities] = {
+    "horovod": Capabilities(**_ONE_PER_PROCESS, cluster_roles=False),  # type: ignore[arg-type]
+    "parameter_server": Capabilities(**_GRAPH, staged_vars=True),  # type: ignore[arg-type]
+    "distributed_replicated": Capabilities(**_GRAPH),  # type: ignore[arg-type]
+    "collective_all_reduce": Capabilities(**_ONE_PER_PROCESS, cluster_roles=True),  # type: ignore[arg-type]
+    "replicated": _LOCAL,
+    "independent": _LOCAL,
+}
+assert tuple(MODE_CAPABILITIES) == MODE_NAMES
+
+
+def _refuse(key: str, value: object, mode: str, supported: str) -> UsageError:
+    return UsageError(f"{key}: {value} is not supported by mode {mode}; it supports {supported}")
+
+
+def _supported_modes(
+    declared: Mapping[str, Capabilities], ok: Callable[[Capabilities], bool]
+) -> str:
+    names = [m for m, c in declared.items() if ok(c)]
+    return ", ".join(names) if names else "none"
+
+
+def check_capabilities(cfg: Config, declared: Mapping[str, Capabilities] | None = None) -> None:
+    """Refuse any setting of ``cfg`` that the declaration of its mode does not support."""
+    declared = MODE_CAPABILITIES if declared is None else declared
+    mode = cfg.mode.name
+    caps = declared[mode]
+    if cfg.data.source not in caps.data_sources:
+        raise _refuse("data.source", repr(cfg.data.source), mode, ", ".join(caps.data_sources))
+    if cfg.train.mixed_precision not in caps.precisions:
+        raise _refuse(
+            "train.mixed_precision",
+            repr(cfg.train.mixed_precision),
+            mode,
+            ", ".join(caps.precisions),
+        )
+    flags: tuple[tuple[str, bool, Callable[[Capabilities], bool]], ...] = (
+        ("train.jit_compile", cfg.train.jit_compile, lambda c: c.jit_compile),
+        ("ps.staged_vars", cfg.ps.staged_vars, lambda c: c.staged_vars),
+        (
+            "data.compare_synthetic",
+            cfg.data.compare_synthetic and cfg.data.source != "synthetic",
+            lambda c: c.compare_synthetic,
+        ),
+        ("stop.checkpoint", cfg.stop.checkpoint, lambda c: c.stop_checkpoint),
+    )
+    for key, asked, supports in flags:
+        if asked and not supports(caps):
+            others = _supported_modes(declared, supports)
+            raise _refuse(key, "true", mode, f"only false (true in: {others})")
+    settings = (
+        ("checkpoint.dir", cfg.checkpoint.dir, caps.checkpoints),
+        ("summary.dir", cfg.summary.dir, caps.summaries),
+        ("trace.steps", cfg.trace.steps, caps.traces),
+    )
+    for key, value, supported in settings:
+        if value and not supported:
+            raise _refuse(key, repr(value), mode, "none (leave it empty)")
+    cl = cfg.cluster
+    if not caps.cluster_roles and (cl.job_name or cl.ps_hosts or cl.worker_hosts):
+        key = "cluster.job_name" if cl.job_name else "cluster"
+        others = _supported_modes(declared, lambda c: c.cluster_roles)
+        raise UsageError(
+            f"{key}: mode {mode} takes no cluster role or host lists; the modes that do: {others}"
+        )
+    if not caps.many_processes and cfg.launch.np > 1:
+        raise UsageError(
+            f"launch.np: mode {mode} runs in one process on mode.num_devices("
+            f"{cfg.mode.num_devices}) devices; got launch.np({cfg.launch.np}), use 0 or 1"
+        )
+
+
 def _validate_cluster(cfg: Config) -> None:
-    """The cross-key checks of the gRPC and local-device modes; raise UsageError."""
+    """The cross-key checks of a mode that takes cluster roles (the gRPC modes): host
+    lists, ps tasks and workers add up; raise UsageError. What each mode supports at all
+    is checked before, against its declaration (:data:`MODE_CAPABILITIES`)."""
     mode, ps, cl, np = cfg.mode.name, cfg.ps, cfg.cluster, cfg.launch.np
-    if mode == "horovod":
-        raise UsageError(
-            "cluster.job_name: only the gRPC modes take a cluster role; mode is horovod"
-        )
-    if mode in LOCAL_DEVICE_MODES:
-        if np > 1:
-            raise UsageError(
-                f"launch.np: mode {mode} runs in one process on mode.num_devices("
-                f"{cfg.mode.num_devices}) devices; got launch.np({np}), use 0 or 1"
-            )
-        if cl.job_name or cl.ps_hosts or cl.worker_hosts:
-            raise UsageError(f"cluster: mode {mode} runs in one process and takes no cluster")
-        return
-    assert mode in GRPC_MODES
-    if cfg.train.mixed_precision != "none":
-        raise UsageError(
-            f"train.mixed_precision: {cfg.train.mixed_precision!r} is not supported by mode "
-            f"{mode}; use none"
-        )
-    if cfg.train.jit_compile and mode != "collective_all_reduce":
-        raise UsageError(f"train.jit_compile: not supported by mode {mode}; use false")
-    if ps.staged_vars and mode != "parameter_server":
-        raise UsageError(f"ps.staged_vars: only mode parameter_server stages variables, not {mode}")
     ps_hosts = parse_host_list(cl.ps_hosts, "cluster.ps_hosts")
     worker_hosts = parse_host_list(cl.worker_hosts, "cluster.worker_hosts")
     check_distinct_tasks(ps_hosts, worker_hosts)

@@ -70,19 +70,33 @@ def should_display(step: int, display_every: int) -> bool:
     return step == 1 or step % display_every == 0
 
 
+JOB = "job steps (slowest rank of each step)"
+POOLED = "pooled rank steps"
+
+
+def job_step_times(series: Sequence[Sequence[float]]) -> list[float]:
+    """The step times of a job whose ranks run in lockstep: step i lasts as long as its
+    slowest rank took (over the steps every rank has)."""
+    n = min(len(s) for s in series)
+    return [max(s[i] for s in series) for i in range(n)]
+
+
 @dataclass(frozen=True)
 class RankMeasurement:
-    """What one rank measured: its own step times and the wall time of the measured steps."""
+    """What one measured process saw: its own step times and the wall time of the measured
+    steps, for ``devices`` compute devices of ``batch_size`` images each (more than one in
+    the local-device modes, whose one process drives them all)."""
 
     rank: int
     host: str
     batch_size: int
     step_times: tuple[float, ...]
     measured_seconds: float
+    devices: int = 1
 
     @property
     def images(self) -> int:
-        return self.batch_size * len(self.step_times)
+        return self.batch_size * self.devices * len(self.step_times)
 
     @property
     def images_per_sec(self) -> float:
@@ -97,7 +111,12 @@ class RankMeasurement:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RankMeasurement:
         return cls(
-            d["rank"], d["host"], d["batch_size"], tuple(d["step_times"]), d["measured_seconds"]
+            d["rank"],
+            d["host"],
+            d["batch_size"],
+            tuple(d["step_times"]),
+            d["measured_seconds"],
+            int(d.get("devices", 1)),
         )
 
 
@@ -118,6 +137,10 @@ class Totals:
     step_time_ci95: float
     slowest_rank: int
     slowest_rank_seconds: float
+    step_times_from: str = POOLED
+    """Which step times the mean, median and interval are of: ``job`` (the slowest rank of
+    each step, for ranks in lockstep) or ``pooled`` (every rank's steps, asynchronous)."""
+    measured_processes: int = 0
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -125,26 +148,36 @@ class Totals:
         return d
 
 
-def aggregate(ranks: Sequence[RankMeasurement]) -> Totals:
+def aggregate(ranks: Sequence[RankMeasurement], lockstep: bool = False) -> Totals:
     """Cross-rank totals. The total divides all images by the slowest rank's measured time.
 
-    Per-device images/sec is batch / mean step time over every rank's steps; its 95%
-    interval comes from the interval of the mean step time.
+    Per-device images/sec is batch / mean step time; its 95% interval comes from the
+    interval of the mean step time. With ``lockstep`` (synchronous modes) the step times
+    are the job's, the slowest rank of each step (:func:`job_step_times`): ranks that wait
+    for each other at every step are not independent samples, and pooling them would
+    narrow the interval by about the square root of the ranks. Otherwise (asynchronous
+    ranks) every rank's steps are pooled. A process driving several devices is one
+    measurement (``devices``), never counted once per device.
     """
     if not ranks:
         raise ValueError("no measurements to aggregate")
     slowest = max(ranks, key=lambda r: r.measured_seconds)
     batch = ranks[0].batch_size
     images = sum(r.images for r in ranks)
-    times = [t for r in ranks for t in r.step_times]
+    lockstep = lockstep and len(ranks) > 1
+    if lockstep:
+        times = job_step_times([r.step_times for r in ranks])
+    else:
+        times = [t for r in ranks for t in r.step_times]
     mean_t, hw = mean_ci95(times)
+    devices = sum(r.devices for r in ranks)
     per_device = batch / mean_t
     lo = batch / (mean_t + hw)
     hi = batch / (mean_t - hw) if mean_t > hw else math.inf
     return Totals(
-        num_ranks=len(ranks),
+        num_ranks=devices,
         per_device_batch_size=batch,
-        global_batch_size=batch * len(ranks),
+        global_batch_size=batch * devices,
         num_steps=len(ranks[0].step_times),
         total_images_per_sec=images / slowest.measured_seconds,
         sum_of_rank_images_per_sec=sum(r.images_per_sec for r in ranks),
@@ -155,6 +188,8 @@ def aggregate(ranks: Sequence[RankMeasurement]) -> Totals:
         step_time_ci95=hw,
         slowest_rank=slowest.rank,
         slowest_rank_seconds=slowest.measured_seconds,
+        step_times_from=JOB if lockstep else POOLED,
+        measured_processes=len(ranks),
     )
 
 
@@ -187,5 +222,38 @@ def summary_lines(totals: Totals) -> list[str]:
         f"sum of per-rank images/sec: {totals.sum_of_rank_images_per_sec:.2f}; "
         f"slowest rank {totals.slowest_rank}: {totals.slowest_rank_seconds:.3f} s",
         f"step time: mean {totals.step_time_mean * 1000:.1f} ms, "
-        f"median {totals.step_time_median * 1000:.1f} ms; global batch {totals.global_batch_size}",
+        f"median {totals.step_time_median * 1000:.1f} ms of {totals.step_times_from}; "
+        f"global batch {totals.global_batch_size}",
     ]
+
+
+def applied_rates(
+    computed_images_per_sec: float,
+    global_steps: int,
+    replicas_to_aggregate: int,
+    gradients_computed: int,
+) -> dict[str, float | int]:
+    """With backup workers, the rate of images whose gradients were applied, beside the
+    rate of images computed. Each global step applies ``replicas_to_aggregate`` gradients
+    and drops the rest, so over the run the applied share of the gradients computed
+    (every worker's steps, warm-up and drain included) is
+    ``global_steps * replicas_to_aggregate / gradients_computed``."""
+    applied = global_steps * replicas_to_aggregate
+    share = min(1.0, applied / gradients_computed) if gradients_computed > 0 else 0.0
+    return {
+        "replicas_to_aggregate": replicas_to_aggregate,
+        "global_steps": global_steps,
+        "gradients_computed": gradients_computed,
+        "gradients_applied": applied,
+        "applied_share": share,
+        "computed_images_per_sec": computed_images_per_sec,
+        "applied_images_per_sec": computed_images_per_sec * share,
+    }
+
+
+def applied_line(rates: dict[str, float | int]) -> str:
+    return (
+        f"applied images/sec: {rates['applied_images_per_sec']:.2f} of "
+        f"{rates['computed_images_per_sec']:.2f} computed ({rates['gradients_applied']} of "
+        f"{rates['gradients_computed']} gradients applied; backup workers)"
+    )

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hvdbench.components.devices import visible_gpus
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
 from hvdbench.launch import cputopo
@@ -71,8 +72,10 @@ def count_gpus(env: Mapping[str, str], root: Path | str = "/") -> int:
 
 
 def gpu_index(topo: Topology, num_gpus: int) -> int | None:
-    """The GPU a rank takes: one per local rank, shared round-robin; None without GPUs."""
-    return topo.local_rank % num_gpus if num_gpus else None
+    """The GPU a one-device-per-process rank takes: its local rank's, shared round-robin
+    (:func:`visible_gpus`); None without GPUs."""
+    keep = visible_gpus(num_gpus, topo.local_rank, None)
+    return keep[0] if keep else None
 
 
 def mpi_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
@@ -89,18 +92,25 @@ def thread_counts(cfg: Config, num_cores: int) -> tuple[int, int]:
     return intra, cfg.runtime.inter_op_threads
 
 
-def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> dict[str, Any]:
-    """Thread pools, one GPU per local rank, and the data-format check. Returns what it set."""
+def configure_tensorflow(
+    cfg: Config, topo: Topology, cores: Sequence[int], num_devices: int | None = None
+) -> dict[str, Any]:
+    """Thread pools, the visible GPUs, and the data-format check. Returns what it set.
+
+    ``num_devices`` None: one GPU per local rank; else the process drives that many local
+    devices (a local-device mode) and keeps that many GPUs visible
+    (:func:`hvdbench.components.devices.visible_gpus`)."""
     import tensorflow as tf
 
     intra, inter = thread_counts(cfg, len(cores))
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     gpus = tf.config.list_physical_devices("GPU")
-    visible = gpu_index(topo, len(gpus))
-    if visible is not None:
-        tf.config.set_visible_devices(gpus[visible], "GPU")
-        tf.config.experimental.set_memory_growth(gpus[visible], True)
+    keep = visible_gpus(len(gpus), topo.local_rank, num_devices)
+    if gpus:
+        tf.config.set_visible_devices([gpus[i] for i in keep], "GPU")
+        for i in keep:
+            tf.config.experimental.set_memory_growth(gpus[i], True)
     elif cfg.model.data_format == "channels_first":
         raise UsageError(
             "model.data_format: 'channels_first' needs a GPU; TensorFlow's CPU kernels "
@@ -111,5 +121,6 @@ def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> d
         "intra_op_threads": intra,
         "inter_op_threads": inter,
         "gpus": [g.name for g in gpus],
-        "visible_gpu": visible,
+        "visible_gpu": keep[0] if len(keep) == 1 and num_devices is None else None,
+        "visible_gpus": keep,
     }

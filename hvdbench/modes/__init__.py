@@ -7,6 +7,15 @@ mode module registers its classes there. Importing this package imports every mo
 
 from hvdbench.modes import horovod, tf_distribute
 from hvdbench.modes.grpc import parameter_server
-from hvdbench.modes.registry import Mode, get, register, registered
+from hvdbench.modes.registry import Mode, declared, get, register, registered
 
-__all__ = ["Mode", "get", "horovod", "parameter_server", "register", "registered", "tf_distribute"]
+__all__ = [
+    "Mode",
+    "declared",
+    "get",
+    "horovod",
+    "parameter_server",
+    "register",
+    "registered",
+    "tf_distribute",
+]

@@ -9,7 +9,7 @@ from typing import Any
 
 from hvdbench import models
 from hvdbench.components import startup
-from hvdbench.config import Config, HorovodConfig
+from hvdbench.config import MODE_CAPABILITIES, Config, HorovodConfig
 from hvdbench.data import make_input
 from hvdbench.errors import UsageError
 from hvdbench.launch import netinfo
@@ -95,6 +95,8 @@ def check_build(hvd: Any, controller: str | None) -> None:
 class HorovodMode(Mode):
     """``hvd.DistributedGradientTape`` inside a ``tf.function`` step."""
 
+    capabilities = MODE_CAPABILITIES["horovod"]
+
     def setup(self) -> None:
         try:
             import horovod.tensorflow as hvd
@@ -150,12 +152,9 @@ class HorovodMode(Mode):
         self.optimizer = training.make_optimizer(cfg.train)
         variables = self.model.trainable_variables
         training.build_optimizer_state(self.optimizer, variables)
+        shard, num_shards = self.input_shards(cfg, self.num_workers)[self.worker_index]
         self.next_batch = make_input(
-            cfg,
-            models.input_shape(cfg),
-            models.num_classes(cfg),
-            self.worker_index,
-            self.num_workers,
+            cfg, models.input_shape(cfg), models.num_classes(cfg), shard, num_shards
         )
         self._step = self._make_step(variables)
 

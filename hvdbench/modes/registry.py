@@ -14,7 +14,7 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from hvdbench.config import MODE_NAMES, Config
+from hvdbench.config import MODE_CAPABILITIES, MODE_NAMES, Capabilities, Config
 from hvdbench.errors import UsageError
 from hvdbench.launch.job import JobLayout
 from hvdbench.launch.topology import Topology
@@ -26,12 +26,21 @@ class Mode(abc.ABC):
     """One way of distributing training. Lifecycle: setup, build, initialize, step..., shutdown."""
 
     name: ClassVar[str]
+    # What it supports (config.MODE_CAPABILITIES[name]): validation reads the declaration.
+    capabilities: ClassVar[Capabilities]
     next_batch: Callable[[], Any]  # eager modes: the input, swapped by swap_input()
 
     def __init__(self, cfg: Config, topo: Topology, layout: JobLayout | None = None) -> None:
         self.cfg = cfg
         self.topo = topo
         self.layout = layout or JobLayout.of_rank(cfg, topo)  # ps tasks, workers, roles
+
+    @staticmethod
+    def input_shards(cfg: Config, num_workers: int) -> list[tuple[int, int]]:
+        """The ``(shard_index, num_shards)`` of the training split that each input
+        pipeline of the job reads, in order: one per worker by default (worker ``i``
+        reads shard ``i`` of ``num_workers``). Disjoint, and together the whole split."""
+        return [(i, num_workers) for i in range(num_workers)]
 
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
@@ -82,6 +91,18 @@ class Mode(abc.ABC):
         mode whose ranks do not step in lockstep overrides it with a check that cannot
         block (see the ps modes)."""
         return self.any_rank(flag)
+
+    def lockstep(self) -> bool:
+        """Whether the compute ranks wait for each other at every step (synchronous), so
+        that the job's step time is its slowest rank's (:func:`hvdbench.components.metrics.aggregate`).
+        By default they do; asynchronous modes, and backup workers, override it."""
+        return True
+
+    def gradient_counts(self) -> tuple[int, int, int] | None:
+        """With backup workers (chief, after :meth:`gather`): the global steps this run
+        advanced, the gradients each applies, and the gradients every worker computed;
+        None when every gradient computed is applied."""
+        return None
 
     def tolerates_lost_workers(self) -> bool:
         """Whether this job goes on when a non-chief worker dies (synchronous ps modes
@@ -203,6 +224,8 @@ def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
     def wrap(cls: type[Mode]) -> type[Mode]:
         if name not in MODE_NAMES:
             raise KeyError(f"mode {name!r} is missing from config.MODE_NAMES")
+        if cls.__dict__.get("capabilities") is not MODE_CAPABILITIES[name]:
+            raise TypeError(f"mode {name!r} must declare config.MODE_CAPABILITIES[{name!r}]")
         cls.name = name
         _MODES[name] = cls
         return cls
@@ -212,6 +235,11 @@ def register(name: str) -> Callable[[type[Mode]], type[Mode]]:
 
 def registered() -> list[str]:
     return sorted(_MODES)
+
+
+def declared() -> dict[str, Capabilities]:
+    """Every registered mode's capabilities, in the order of ``config.MODE_NAMES``."""
+    return {name: _MODES[name].capabilities for name in MODE_NAMES}
 
 
 def get(name: str) -> type[Mode]:

@@ -20,11 +20,35 @@ from typing import Any
 
 from hvdbench import models
 from hvdbench.components import startup
-from hvdbench.config import Config
+from hvdbench.components.devices import local_device_names
+from hvdbench.config import MODE_CAPABILITIES, Config
 from hvdbench.data import make_input
 from hvdbench.modes.grpc import cluster, spawn
 from hvdbench.modes.grpc.cluster import describe
 from hvdbench.modes.registry import Mode, register
+
+
+def local_gradients(cfg: Config, model: Any, opt: Any, replicas: int = 1) -> Any:
+    """``(images, labels) -> (loss, gradients)`` of one device's forward and backward pass
+    (:func:`training.loss_and_gradients`: the loss divided by ``replicas`` where the
+    optimizer sums the replicas' gradients, loss-scaled under float16; the gradients are
+    still scaled). With ``train.jit_compile`` this pass is compiled by XLA; the exchange of
+    gradients and the update stay outside the compiled function (the strategies'
+    collectives, as Horovod's ops, are not XLA ops)."""
+    import tensorflow as tf
+
+    from hvdbench.components import training
+
+    wd = cfg.train.weight_decay
+
+    def grads_of(images: Any, labels: Any) -> Any:
+        return training.loss_and_gradients(
+            model, opt, images, labels, wd, model.trainable_variables, replicas=replicas
+        )
+
+    if cfg.train.jit_compile:
+        return tf.function(grads_of, jit_compile=True)
+    return grads_of
 
 
 def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
@@ -35,14 +59,12 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 
     from hvdbench.components import training
 
-    wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
-    replicas = strategy.num_replicas_in_sync
+    clip_norm = cfg.train.gradient_clip_norm
+    gradients = local_gradients(cfg, model, opt, strategy.num_replicas_in_sync)
 
     def replica_step(images: Any, labels: Any) -> Any:
         variables = model.trainable_variables
-        loss, grads = training.loss_and_gradients(
-            model, opt, images, labels, wd, variables, replicas=replicas
-        )
+        loss, grads = gradients(images, labels)
         grads = training.unscale(opt, grads)
         if clip_norm > 0:
             grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
@@ -58,6 +80,8 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 @register("collective_all_reduce")
 class CollectiveAllReduceMode(Mode):
     """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
+
+    capabilities = MODE_CAPABILITIES["collective_all_reduce"]
 
     # Each worker holds its own copy of the variables: every worker restores the
     # checkpoint, and takes part in every save (the chief's is the real one).
@@ -110,13 +134,14 @@ class CollectiveAllReduceMode(Mode):
             self.model = models.build(cfg)
             self.optimizer = training.make_optimizer(cfg.train)
             training.build_optimizer_state(self.optimizer, self.model.trainable_variables)
+        self.input_shard = self.input_shards(cfg, self.num_workers)[self.worker_index]
         self.next_batch = make_input(
-            cfg, models.input_shape(cfg), models.num_classes(cfg), self.worker_index
+            cfg, models.input_shape(cfg), models.num_classes(cfg), *self.input_shard
         )
         model, opt, strategy = self.model, self.optimizer, self.strategy
         replica_step = make_replica_step(cfg, strategy, model, opt)
 
-        @tf.function(jit_compile=False)
+        @tf.function  # train.jit_compile compiles each replica's pass (local_gradients)
         def step(images: Any, labels: Any) -> Any:
             per_replica = strategy.run(replica_step, args=(images, labels))
             return strategy.experimental_local_results(per_replica)[0]
@@ -165,6 +190,7 @@ class CollectiveAllReduceMode(Mode):
             "communication": "RING",
             "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
             "replicas_in_sync": int(self.strategy.num_replicas_in_sync),
+            "input_shard": list(self.input_shard),
             **describe(self.membership.spec, self.membership.role),
         }
 
@@ -179,20 +205,19 @@ class LocalDevicesMode(Mode):
     """One process, ``mode.num_devices`` devices; reported as that many compute devices."""
 
     _step: Any
+    _real_input: Any = None  # the per-device input, which swap_input swaps back to
 
     def setup(self) -> None:
         import tensorflow as tf
 
         n = self.cfg.mode.num_devices
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus and len(gpus) >= n:
-            self.devices = [f"/gpu:{i}" for i in range(n)]
-        else:
+        gpus = tf.config.get_visible_devices("GPU")
+        self.devices = local_device_names(n, len(gpus))  # refuses too few GPUs
+        if not gpus:  # a machine without GPUs: n logical devices on the CPU
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
             )
-            self.devices = [f"/cpu:{i}" for i in range(n)]
 
     @property
     def worker_index(self) -> int:
@@ -202,56 +227,77 @@ class LocalDevicesMode(Mode):
     def num_workers(self) -> int:
         return len(self.devices)
 
-    def _batches(self) -> list[tuple[Any, Any]]:
-        import tensorflow as tf
+    @staticmethod
+    def input_shards(cfg: Config, num_workers: int) -> list[tuple[int, int]]:
+        """One shard per device: device ``d`` reads shard ``d`` of ``mode.num_devices``."""
+        n = cfg.mode.num_devices
+        return [(d, n) for d in range(n)]
 
-        from hvdbench.data.synthetic import synthetic_batch
+    def _make_input(self) -> None:
+        """``self.next_batch``: one (images, labels) batch per device, each from its own
+        shard of the split (or its own synthetic batch, ``seed + device``), on the device."""
+        import tensorflow as tf
 
         cfg = self.cfg
         shape, classes = models.input_shape(cfg), models.num_classes(cfg)
-        out = []
-        for i, d in enumerate(self.devices):
-            with tf.device(d):
-                out.append(
-                    synthetic_batch(
-                        cfg.train.per_device_batch_size, shape, classes, cfg.train.seed + i
-                    )
-                )
-        return out
+        shards = self.input_shards(cfg, len(self.devices))
+        self.device_inputs = []
+        for d, shard in zip(self.devices, shards):
+            if cfg.data.source == "synthetic":
+                with tf.device(d):  # generated once, on its device
+                    self.device_inputs.append(make_input(cfg, shape, classes, *shard))
+            else:
+                self.device_inputs.append(_on_device(d, make_input(cfg, shape, classes, *shard)))
+        self.next_batch = self._real_input = self._next_batches
+
+    def _next_batches(self) -> list[tuple[Any, Any]]:
+        return [next_batch() for next_batch in self.device_inputs]
+
+    def swap_input(self, next_batch: Any) -> Any:
+        """``next_batch`` returns one batch (the hooks' synthetic input): every device
+        trains on it; the previous source (one batch per device) is returned."""
+        previous = self.next_batch
+        if next_batch is self._real_input:
+            self.next_batch = next_batch
+        else:
+            self.next_batch = lambda: [next_batch()] * len(self.devices)
+        return previous
 
     def initialize(self) -> None:
         """Each model starts from the same seed."""
 
     def summary_histograms(self, with_gradients: bool) -> dict[str, Any]:
-        """As in every mode, on the first device's model and batch."""
-        if not hasattr(self, "next_batch"):
-            first = self._batches()[0]
-            self.next_batch = lambda: first
-        return super().summary_histograms(with_gradients)
+        """As in every mode, on the first device's model and next batch."""
+        per_device = self.next_batch
+        self.next_batch = lambda: per_device()[0]
+        try:
+            return super().summary_histograms(with_gradients)
+        finally:
+            self.next_batch = per_device
 
     def step(self) -> float:
-        return float(self._step())
+        return float(self._step(self.next_batch()))
 
     def gather(self, obj: Any) -> list[Any] | None:
-        """One entry per device: the process's step times are every device's."""
-        out = []
-        for i in range(len(self.devices)):
-            entry = json.loads(json.dumps(obj, default=str))
-            if isinstance(entry, dict) and "step_times" in entry:
-                entry["rank"] = i
-            out.append(entry)
-        return out
+        """One measured process, which drives every device: its entry says how many."""
+        entry = json.loads(json.dumps(obj, default=str))
+        if isinstance(entry, dict) and "step_times" in entry:
+            entry["devices"] = len(self.devices)
+        return [entry]
 
     def any_rank(self, flag: bool) -> bool:
         return flag
 
     def details(self) -> dict[str, Any]:
-        return {"devices": self.devices, "processes": 1}
+        shards = self.input_shards(self.cfg, len(self.devices))
+        return {"devices": self.devices, "processes": 1, "input_shards": shards}
 
 
 @register("replicated")
 class ReplicatedMode(LocalDevicesMode):
     """``MirroredStrategy`` over the local devices: gradients all-reduced in process."""
+
+    capabilities = MODE_CAPABILITIES["replicated"]
 
     def build(self) -> None:
         import tensorflow as tf
@@ -268,19 +314,22 @@ class ReplicatedMode(LocalDevicesMode):
             opt = training.make_optimizer(cfg.train)
             training.build_optimizer_state(opt, model.trainable_variables)
         self.model, self.optimizer = model, opt
-        batches = self._batches()
-        data = strategy.experimental_distribute_values_from_function(
-            lambda ctx: batches[ctx.replica_id_in_sync_group]
-        )
+        self._make_input()
         train_replica = make_replica_step(cfg, strategy, model, opt)
 
         def replica_step(batch: Any) -> Any:
             return train_replica(*batch)
 
         @tf.function
-        def step() -> Any:
+        def replicated_step(data: Any) -> Any:
             losses = strategy.run(replica_step, args=(data,))
             return strategy.reduce("MEAN", losses, axis=None)
+
+        def step(batches: list[tuple[Any, Any]]) -> Any:
+            data = strategy.experimental_distribute_values_from_function(
+                lambda ctx: batches[ctx.replica_id_in_sync_group]
+            )
+            return replicated_step(data)
 
         self._step = step
 
@@ -295,6 +344,8 @@ class ReplicatedMode(LocalDevicesMode):
 class IndependentMode(LocalDevicesMode):
     """A model per device and no exchange at all."""
 
+    capabilities = MODE_CAPABILITIES["independent"]
+
     def build(self) -> None:
         import tensorflow as tf
 
@@ -302,7 +353,7 @@ class IndependentMode(LocalDevicesMode):
 
         cfg = self.cfg
         training.set_precision_policy(cfg)
-        wd, clip_norm = cfg.train.weight_decay, cfg.train.gradient_clip_norm
+        clip_norm = cfg.train.gradient_clip_norm
         towers = []
         for d in self.devices:
             tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -310,20 +361,18 @@ class IndependentMode(LocalDevicesMode):
                 model = models.build(cfg)
                 opt = training.make_optimizer(cfg.train)
                 training.build_optimizer_state(opt, model.trainable_variables)
-            towers.append((d, model, opt))
+            towers.append((d, model, opt, local_gradients(cfg, model, opt)))
         self.towers = towers
         self.model, self.optimizer = towers[0][1], towers[0][2]
-        batches = self._batches()
+        self._make_input()
 
         @tf.function
-        def step() -> Any:
+        def step(batches: list[tuple[Any, Any]]) -> Any:
             losses = []
-            for (d, model, opt), (images, labels) in zip(towers, batches):
+            for (d, model, opt, gradients), (images, labels) in zip(towers, batches):
                 with tf.device(d):
                     variables = model.trainable_variables
-                    loss, grads = training.loss_and_gradients(
-                        model, opt, images, labels, wd, variables
-                    )
+                    loss, grads = gradients(images, labels)
                     training.apply_gradients(opt, grads, variables, clip_norm)
                     losses.append(loss)
             return tf.add_n(losses) / len(losses)
@@ -336,6 +385,18 @@ class IndependentMode(LocalDevicesMode):
         import tensorflow as tf
 
         others = tf.Module()
-        others.models = [m for _, m, _ in self.towers[1:]]
-        others.optimizers = [o for _, _, o in self.towers[1:]]
+        others.models = [t[1] for t in self.towers[1:]]
+        others.optimizers = [t[2] for t in self.towers[1:]]
         return {"model": self.model, "optimizer": self.optimizer, "other_devices": others}
+
+
+def _on_device(device: str, next_batch: Any) -> Any:
+    """``next_batch`` whose batch is placed on ``device`` (a copy, if it is elsewhere)."""
+    import tensorflow as tf
+
+    def placed() -> Any:
+        images, labels = next_batch()
+        with tf.device(device):
+            return tf.identity(images), tf.identity(labels)
+
+    return placed

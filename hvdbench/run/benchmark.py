@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from hvdbench import models, modes
 from hvdbench.components import metrics, record, runtime, startup, stopping, watchdog
-from hvdbench.config import Config
+from hvdbench.config import MODE_CAPABILITIES, Config
 from hvdbench.launch import netinfo, slurm
 from hvdbench.launch.job import JobLayout
 from hvdbench.launch.topology import Topology
@@ -151,7 +151,10 @@ def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, A
     binding = runtime.bind(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rank_info: dict[str, Any] = runtime.configure_tensorflow(cfg, topo, binding.cpus)
+    local = not MODE_CAPABILITIES[cfg.mode.name].many_processes  # one process, many devices
+    rank_info: dict[str, Any] = runtime.configure_tensorflow(
+        cfg, topo, binding.cpus, cfg.mode.num_devices if local else None
+    )
     rank_info["binding"] = binding.how
     rank_info["mpi_environment"] = mpi_env
     rank_info.update(
@@ -311,7 +314,9 @@ def _record(
     totals = None
     extra: dict[str, Any] = {}
     if run.times:
-        totals = metrics.aggregate([metrics.RankMeasurement.from_dict(g) for g in gathered])
+        totals = metrics.aggregate(
+            [metrics.RankMeasurement.from_dict(g) for g in gathered], mode.lockstep()
+        )
         for line in metrics.summary_lines(totals):
             print(line, flush=True)
         device = "GPU" if _gpu_names() else "CPU"
@@ -320,6 +325,10 @@ def _record(
         extra = hooks.record_fields(gathered, totals)
         if "input_pipeline" in extra:
             print(input_pipeline_line(extra["input_pipeline"]), flush=True)
+        counts = mode.gradient_counts()
+        if counts is not None:
+            extra["backup_workers"] = metrics.applied_rates(totals.total_images_per_sec, *counts)
+            print(metrics.applied_line(extra["backup_workers"]), flush=True)
     extra |= {
         "slurm": slurm.job_info(os.environ),
         "stop": stop_info,

@@ -277,7 +277,10 @@ BOTTLENECK_RATIO = 1.1
 def input_pipeline(gathered: list[dict[str, Any]], real: metrics.Totals) -> dict[str, Any]:
     """Real against synthetic step time over every rank's steps: the input pipeline is the
     bottleneck when real steps take more than 10% longer than synthetic ones."""
-    synth = [t for g in gathered for t in g.get("synthetic_step_times", [])]
+    if real.step_times_from == metrics.JOB:  # as the real steps: the job's step times
+        synth = metrics.job_step_times([g.get("synthetic_step_times", []) for g in gathered])
+    else:
+        synth = [t for g in gathered for t in g.get("synthetic_step_times", [])]
     mean_synth = statistics.fmean(synth)
     batch = real.per_device_batch_size
     ratio = real.step_time_mean / mean_synth

@@ -45,8 +45,8 @@ def num_ranks(rec: Mapping[str, Any]) -> int:
     if rec.get("ranks"):
         return int(rec["ranks"])
     per_rank = rec.get("per_rank") or []
-    if per_rank:
-        return len(per_rank)
+    if per_rank:  # a local-device process counts its devices
+        return sum(int(p.get("devices", 1)) for p in per_rank)
     return int((rec.get("topology") or {}).get("world_size") or 0)
 
 

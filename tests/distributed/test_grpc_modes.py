@@ -26,7 +26,11 @@ def run_mode(out, *args: str) -> dict:
     assert leftover(str(out)) == []
     rec = one_record(out)
     assert rec["totals"]["num_ranks"] == 2 and rec["totals"]["total_images_per_sec"] > 0
-    assert [len(p["step_times"]) for p in rec["per_rank"]] == [5, 5]
+    local = rec["mode"] in ("replicated", "independent")
+    # a local-device run is one measured process driving both devices, not two copies
+    assert [len(p["step_times"]) for p in rec["per_rank"]] == ([5] if local else [5, 5])
+    assert [p.get("devices", 1) for p in rec["per_rank"]] == ([2] if local else [1, 1])
+    assert rec["totals"]["measured_processes"] == (1 if local else 2)
     return rec
 
 

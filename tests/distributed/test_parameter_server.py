@@ -125,6 +125,14 @@ def test_backup_worker_lets_the_others_step(tmp_path):
     gaps = [b - a for a, b in zip(slow, slow[1:])]
     assert max(gaps) >= 3, (slow, d["workers"][0])
     assert d["workers"][0]["drained_steps"] > 0  # the chief kept stepping after its own end
+    # the rates of images applied and computed: one gradient of the two workers' a step
+    b = rec["backup_workers"]
+    computed = sum(len(w["global_steps_seen"]) + w["drained_steps"] for w in d["workers"])
+    assert b["gradients_computed"] == computed
+    assert b["gradients_applied"] == b["global_steps"] == d["final_global_step"]
+    assert b["applied_share"] == pytest.approx(min(1.0, b["global_steps"] / computed))
+    assert b["applied_images_per_sec"] < b["computed_images_per_sec"]
+    assert b["computed_images_per_sec"] == rec["totals"]["total_images_per_sec"]
 
 
 def test_mpirun_roles_from_ranks(tmp_path):

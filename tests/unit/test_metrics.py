@@ -104,3 +104,62 @@ def test_horovod_lines_parse_as_horovods_synthetic_benchmark():
     assert 0 < float(total.group(2)) < float(total.group(1))
     assert re.search(r"^Model: resnet50$", text, re.M)
     assert re.search(r"^Batch size: 32$", text, re.M)
+
+
+def test_lockstep_ranks_give_the_job_step_times_hand_computed():
+    """Two ranks in lockstep: step i of the job lasts as long as its slower rank."""
+    a = rank(0, [0.10, 0.30, 0.20], 0.6)
+    b = rank(1, [0.20, 0.10, 0.20], 0.5)
+    assert metrics.job_step_times([a.step_times, b.step_times]) == [0.20, 0.30, 0.20]
+    t = metrics.aggregate([a, b], lockstep=True)
+    # job steps 0.2, 0.3, 0.2: mean 0.7/3, sample stdev 0.057735, t(2 df) = 4.303
+    mean = 0.7 / 3
+    hw = 4.303 * 0.0577350269 / math.sqrt(3)
+    assert t.step_time_mean == pytest.approx(mean)
+    assert t.step_time_ci95 == pytest.approx(hw, rel=1e-6)
+    assert t.step_time_median == pytest.approx(0.2)
+    assert t.per_device_images_per_sec == pytest.approx(32 / mean)
+    lo, hi = t.per_device_images_per_sec_ci95
+    assert (lo, hi) == (pytest.approx(32 / (mean + hw)), pytest.approx(32 / (mean - hw)))
+    assert t.step_times_from == metrics.JOB
+    assert t.total_images_per_sec == pytest.approx(2 * 3 * 32 / 0.6)  # unchanged
+    # pooled, the six times would narrow the interval as if the ranks were independent
+    pooled = metrics.aggregate([a, b])
+    assert pooled.step_times_from == metrics.POOLED
+    assert pooled.step_time_mean == pytest.approx(1.1 / 6)
+
+
+def test_duplicated_ranks_no_longer_narrow_the_interval():
+    """N copies of one rank's times narrowed a pooled interval by about sqrt(N); the job's
+    step times of ranks in lockstep are the same series whatever N."""
+    times = [0.1, 0.12, 0.09, 0.11, 0.1, 0.13]
+    one = metrics.aggregate([rank(0, times, 0.65)])
+    four = metrics.aggregate([rank(r, times, 0.65) for r in range(4)], lockstep=True)
+    assert four.step_time_ci95 == pytest.approx(one.step_time_ci95)
+    pooled = metrics.aggregate([rank(r, times, 0.65) for r in range(4)])
+    assert pooled.step_time_ci95 < one.step_time_ci95 / 1.9
+
+
+def test_one_process_with_several_devices_is_one_measurement():
+    m = metrics.RankMeasurement(0, "h", 32, (0.1,) * 10, 1.0, devices=4)
+    t = metrics.aggregate([m], lockstep=True)
+    assert t.num_ranks == 4 and t.measured_processes == 1
+    assert t.global_batch_size == 128
+    assert t.total_images_per_sec == pytest.approx(4 * 32 * 10 / 1.0)
+    assert t.per_device_images_per_sec == pytest.approx(320.0)
+    assert metrics.RankMeasurement.from_dict(m.to_dict()) == m
+
+
+def test_backup_worker_rates_hand_computed():
+    """3 workers, 2 gradients aggregated a step: 100 global steps apply 200 of the 290
+    gradients computed (100 + 100 + 90 steps), so 200/290 of the images computed count."""
+    r = metrics.applied_rates(870.0, 100, 2, 290)
+    assert r["gradients_applied"] == 200
+    assert r["applied_share"] == pytest.approx(200 / 290)
+    assert r["applied_images_per_sec"] == pytest.approx(600.0)
+    assert r["computed_images_per_sec"] == 870.0
+    assert metrics.applied_line(r) == (
+        "applied images/sec: 600.00 of 870.00 computed (200 of 290 gradients applied; "
+        "backup workers)"
+    )
+    assert metrics.applied_rates(10.0, 5, 2, 8)["applied_share"] == 1.0  # never above all

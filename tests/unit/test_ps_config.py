@@ -107,8 +107,9 @@ def test_bad_ps_configs_say_what_is_wrong(overrides, expected):
 
 
 def test_mode_specific_checks():
-    assert "only mode parameter_server stages" in error(
-        "--mode.name=distributed_replicated", "--ps.staged_vars=true"
+    assert error("--mode.name=distributed_replicated", "--ps.staged_vars=true") == (
+        "ps.staged_vars: true is not supported by mode distributed_replicated; it supports "
+        "only false (true in: parameter_server)"
     )
     assert "has no ps tasks" in error(
         "--mode.name=collective_all_reduce",
@@ -116,7 +117,10 @@ def test_mode_specific_checks():
         "--cluster.worker_hosts=a:1",
     )
     assert "runs in one process" in error("--mode.name=replicated", "--launch.np=2")
-    assert "only the gRPC modes" in error("--cluster.job_name=worker")
+    assert error("--cluster.job_name=worker") == (
+        "cluster.job_name: mode horovod takes no cluster role or host lists; the modes that "
+        "do: parameter_server, distributed_replicated, collective_all_reduce"
+    )
 
 
 def test_explicit_cluster_is_accepted():

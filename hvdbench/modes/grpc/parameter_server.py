@@ -29,16 +29,20 @@ from typing import Any
 
 from hvdbench import models
 from hvdbench.components import startup
-from hvdbench.config import Config
+from hvdbench.config import MODE_CAPABILITIES, Config
 from hvdbench.errors import ClusterError
 from hvdbench.modes.grpc import lost_workers, spawn
 from hvdbench.modes.grpc.cluster import describe
 from hvdbench.modes.grpc.placement import GreedyByteSize
 from hvdbench.modes.registry import Mode, register
 
+_REAL_INPUT: Any = object()  # swap_input's marker for the graph's real input
+
 
 class GrpcGraphMode(Mode):
     """The parts of the ps modes around the graph: cluster, servers, control, shutdown."""
+
+    _input_marker: Any = _REAL_INPUT
 
     # Checkpoints and summaries (the chief's; see hvdbench.modes.grpc.graph_state)
     mirror: Any = None  # the GraphMirror, with checkpoint.dir on the chief
@@ -46,6 +50,7 @@ class GrpcGraphMode(Mode):
     _restored_step: int | None = None  # to load into the graph at the next session
     _reload: Any = None  # restores the newest checkpoint again; returns its step
     _graph_sessions: int = 0  # sessions the chief has created (more than 1: recovered)
+    _start_global_step: int = 0  # the global step this run started from (restored)
 
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
@@ -94,6 +99,18 @@ class GrpcGraphMode(Mode):
     @property
     def replicas_to_aggregate(self) -> int:
         return self.cfg.ps.replicas_to_aggregate or self.num_workers
+
+    def lockstep(self) -> bool:
+        """Synchronous updates of every worker's gradients; not async, nor backup workers
+        (whose slowest workers' gradients are dropped, so no one waits for them)."""
+        return self.sync and self.replicas_to_aggregate >= self.num_workers
+
+    def gradient_counts(self) -> tuple[int, int, int] | None:
+        if not self.sync or self.replicas_to_aggregate >= self.num_workers or not self._extras:
+            return None
+        steps = self.read_global_step() - self._start_global_step
+        computed = sum(len(e["global_steps_seen"]) + e["drained_steps"] for e in self._extras)
+        return steps, self.replicas_to_aggregate, computed
 
     def tolerates_lost_workers(self) -> bool:
         """Synchronous with backup workers, and not under MPI (whose launcher ends the
@@ -189,6 +206,7 @@ class GrpcGraphMode(Mode):
 
     def adopt_checkpoint(self, global_step: int | None, reload: Any) -> None:
         self._restored_step, self._reload = global_step, reload
+        self._start_global_step = global_step or 0
 
     def checkpoint_objects(self) -> dict[str, Any]:
         return self.mirror.checkpoint_objects()
@@ -212,6 +230,16 @@ class GrpcGraphMode(Mode):
             out.update({f"gradients/{n}": g for n, g in self._last_gradients})
         return out
 
+    def swap_input(self, next_batch: Any) -> Any:
+        """Train on the graph's synthetic batch, or back on its real input: the input is
+        part of the graph, so ``next_batch`` only says which (the real input is the
+        marker this method returned)."""
+        previous = self._input_marker
+        real = next_batch is _REAL_INPUT
+        self.input.select(synthetic=not real)
+        self._input_marker = _REAL_INPUT if real else next_batch
+        return previous
+
     def step(self) -> float:
         ps = self.cfg.ps
         if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
@@ -219,7 +247,7 @@ class GrpcGraphMode(Mode):
         # In the graph's context: a session recreated after a lost ps finalises its
         # Scaffold again, which must not happen in eager mode.
         with self.graph.as_default():
-            _, loss, global_step, *grads = self.sess.run(self.fetches)
+            _, loss, global_step, *grads = self.sess.run(self.fetches, feed_dict=self.input.feed)
         if grads:
             self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
@@ -360,6 +388,7 @@ class GrpcGraphMode(Mode):
             "sync": self.sync,
             "replicas_to_aggregate": self.replicas_to_aggregate if self.sync else None,
             "staged_vars": self.cfg.ps.staged_vars,
+            "input_shard": list(self.input_shard),
             "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
             **describe(self.membership.spec, self.membership.role),
             "placement": {
@@ -379,12 +408,12 @@ class GrpcGraphMode(Mode):
         import tensorflow as tf
 
         from hvdbench.components import training
+        from hvdbench.modes.grpc import graph_input
         from hvdbench.modes.grpc import graph_training as gt
         from hvdbench.modes.grpc.runtime import ControlPlane
 
         v1 = tf.compat.v1
         cfg = self.cfg
-        images_np, labels_np = gt.synthetic_arrays(cfg, self.worker_index)
         spec = self.membership.spec
         num_ps, n = len(spec.ps), self.num_workers
         self.worker_device = f"/job:worker/task:{self.worker_index}"
@@ -399,12 +428,13 @@ class GrpcGraphMode(Mode):
                 cluster=tf.train.ClusterSpec(spec.as_dict()),
                 ps_strategy=self.placer,
             )
+            self.input_shard = self.input_shards(cfg, n)[self.worker_index]
+            self.input = graph_input.build(cfg, self.worker_device, *self.input_shard)
+            images, labels = self.input.images, self.input.labels
             with v1.device(setter):
                 global_step = v1.train.get_or_create_global_step()
                 model = models.build(cfg)
                 self.model_variables = model.trainable_variables
-                images = tf.constant(images_np)
-                labels = tf.constant(labels_np)
                 opt = training.make_v1_optimizer(cfg.train)
                 if self.sync:
                     opt = v1.train.SyncReplicasOptimizer(
@@ -428,7 +458,14 @@ class GrpcGraphMode(Mode):
                     # gradient histograms: this worker's gradients, fetched with each step
                     self.fetches.append([g for g, _ in gv])
                     self._gradient_names = [v.name for _, v in gv]
-                self.hooks = [opt.make_session_run_hook(self.is_chief)] if self.sync else []
+                # No initial tokens (TensorFlow's default is replicas_to_aggregate of
+                # them): with them each worker's first step returns before the first
+                # update, so its second gradient is computed on the initial weights and
+                # dropped as stale. Without them, every gradient of a worker that keeps
+                # pace is applied, and one worker's steps are plain synchronous SGD.
+                self.hooks = (
+                    [opt.make_session_run_hook(self.is_chief, num_tokens=0)] if self.sync else []
+                )
                 self.hooks.append(_after_session_hook(self.after_session))
                 if self.sync:
                     with tf.device(global_step.device):
@@ -458,6 +495,8 @@ class GrpcGraphMode(Mode):
 @register("parameter_server")
 class ParameterServerMode(GrpcGraphMode):
     """Variables on the ps tasks; workers compute; sync or async updates."""
+
+    capabilities = MODE_CAPABILITIES["parameter_server"]
 
     staging: Any = None
 
@@ -491,6 +530,8 @@ class DistributedReplicatedMode(GrpcGraphMode):
     """Each worker computes on its own copy of the variables; the gradients are
     aggregated into the shadow variables on the ps (sync or async, as in
     parameter_server), and each worker then refreshes its copy from them."""
+
+    capabilities = MODE_CAPABILITIES["distributed_replicated"]
 
     def _gradients(
         self, opt: Any, model: Any, images: Any, labels: Any
