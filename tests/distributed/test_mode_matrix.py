@@ -22,7 +22,6 @@ BRIEF = [
     "--train.num_warmup_steps=1",
     "--train.num_steps=3",
     "--train.per_device_batch_size=8",
-    "--ps.start_timeout_s=60",
     "--ps.idle_timeout_s=60",
 ]
 PROCS = {

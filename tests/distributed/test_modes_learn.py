@@ -31,7 +31,6 @@ TRAIN = [
     f"--train.num_steps={STEPS}",
     "--train.display_every=50",
     "--train.seed=7",
-    "--ps.start_timeout_s=60",
     "--ps.idle_timeout_s=60",
 ]
 MODES = {

@@ -49,7 +49,6 @@ COMMON = [
     f"--train.num_steps={STEPS}",
     "--checkpoint.every_steps=1",
     f"--checkpoint.max_to_keep={STEPS + 2}",
-    "--ps.start_timeout_s=60",
     "--ps.idle_timeout_s=60",
 ]
 MODES = {
