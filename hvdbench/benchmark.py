@@ -25,6 +25,7 @@ from hvdbench import (
     slurm,
     startup,
     stopping,
+    tfcompat,
     watchdog,
 )
 from hvdbench.config import Config
@@ -82,6 +83,7 @@ def versions() -> dict[str, Any]:
         "horovod": _installed("horovod"),
         "python": record.python_version(),
         "tensorflow": tf.__version__,
+        "keras": tfcompat.keras_info(),
         "mpi": record.mpi_version(),
         "cuda": build.get("cuda_version"),
         "cudnn": build.get("cudnn_version"),

@@ -61,6 +61,9 @@ def configure_tensorflow(cfg: Config, topo: Topology, cores: Sequence[int]) -> d
     """Thread pools, one GPU per local rank, and the data-format check. Returns what it set."""
     import tensorflow as tf
 
+    from hvdbench import tfcompat
+
+    tfcompat.require_keras2()
     intra, inter = thread_counts(cfg, len(cores))
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
