@@ -146,6 +146,7 @@ def require_horovod(other_modes: tuple[str, ...]) -> None:
 def main() -> int:
     """``make install``'s check: the installed TensorFlow, Keras and Horovod, or one
     line and exit code 2 if Keras 2 is not active."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     try:
         info = require_keras2()
     except KerasError as e:
