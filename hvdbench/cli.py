@@ -122,9 +122,10 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     check_data(cfg, training=True)
     topo = topology.detect(os.environ)
     inner = topo.launched or os.environ.get("HVDBENCH_LAUNCHED") == "1"
-    preflight.check_libraries(cfg)
     preflight.check_directories(cfg)
     preflight.check_memory(cfg, ranks_on_node(cfg, topo))
+    if not args.dry_run:
+        preflight.check_libraries(cfg)
     if not inner:
         from hvdbench import modes
 

@@ -66,7 +66,8 @@ def test_keras_3_active_anyway_stops_a_run_with_one_line(tmp_path):
     # TensorFlow imported before hvdbench, without TF_USE_LEGACY_KERAS: Keras 3.
     out = python(
         "import sys, tensorflow; from hvdbench.cli import main; "
-        f"sys.exit(main(['run', '--model.name=trivial', '--output.dir={tmp_path}', "
+        f"sys.exit(main(['run', '--mode.name=replicated', '--model.name=trivial', "
+        f"'--output.dir={tmp_path}', "
         "'--train.num_steps=1', '--train.num_warmup_steps=0']))"
     )
     assert out.returncode == 2, out.stdout + out.stderr
