@@ -39,11 +39,11 @@ TF_PIN_2.21 := 2.21.0
 TF_SUPPORTED := 2.14 2.15 2.16 2.17 2.18 2.19 2.20 2.21
 # Horovod 0.28.1 is built for these minors (README's install table says which were
 # measured); the others install without Horovod, and --mode.name=horovod says so.
-# hvdbench/tfcompat.py holds the same list (tests/unit/test_makefile.py keeps them equal).
+# hvdbench/tfcompat.py holds the same lists (tests/unit/test_makefile.py keeps them equal).
 HOROVOD_TF := 2.14 2.15 2.16 2.17 2.18
 # CPU builds for these minors patch Horovod's checksum-verified sdist first (patches/):
 # Horovod's XLA ops, GPU-only, are left out, since their headers do not compile there.
-HOROVOD_PATCHED_TF :=
+HOROVOD_PATCHED_TF := 2.21
 HOROVOD_PATCH := patches/horovod-$(HOROVOD_VERSION)-cpu-without-xla-ops.patch
 HOROVOD_SDIST_SHA256 := 92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0
 TF_VERSION := $(TF_PIN_$(TF))

@@ -39,8 +39,10 @@ TF_PINS = {
     "2.20": "2.20.0",
     "2.21": "2.21.0",
 }
-# The minors the Makefile builds Horovod 0.28.1 against (README's install table: measured).
-HOROVOD_TF = ("2.14", "2.15", "2.16", "2.17", "2.18")
+# The minors the Makefile builds Horovod 0.28.1 against (README's install table: measured),
+# and those of them whose CPU build needs hvdbench's patch (patches/; GPU builds get none).
+HOROVOD_TF = ("2.14", "2.15", "2.16", "2.17", "2.18", "2.21")
+HOROVOD_PATCHED_TF = ("2.21",)
 # TensorFlow's distributions, in the order looked up without importing it.
 TF_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos")
 
@@ -130,14 +132,16 @@ def require_horovod(other_modes: tuple[str, ...]) -> None:
     tf_version = tensorflow_version()
     here = f"TensorFlow {tf_version}" if tf_version else "this environment"
     newest = HOROVOD_TF[-1]
+    newest_gpu = [m for m in HOROVOD_TF if m not in HOROVOD_PATCHED_TF][-1]
     builds = (
-        f"Horovod 0.28.1 does not build against {here}"
+        f"hvdbench does not build Horovod 0.28.1 against {here}"
         if tf_version and minor(tf_version) not in HOROVOD_TF
         else f"Horovod is not installed with {here}"
     )
     raise UsageError(
         f"mode.name: 'horovod' needs Horovod; {builds}. The newest TensorFlow Horovod builds "
-        f"against is {TF_PINS[newest]}: make install TF={newest}. Modes that run here: "
+        f"against is {TF_PINS[newest]}: make install TF={newest} (with GPU=1: "
+        f"{TF_PINS[newest_gpu]}, TF={newest_gpu}). Modes that run here: "
         + ", ".join(other_modes)
         + " (parameter_server is the fallback for Horovod's data parallelism)"
     )

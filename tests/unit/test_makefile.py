@@ -101,7 +101,10 @@ def test_makefile_matrix_is_tfcompat_matrix():
     supported = re.search(r"^TF_SUPPORTED := (.+)$", text, re.M)
     assert supported and supported.group(1).split() == list(tfcompat.TF_PINS)
     horovod = re.search(r"^HOROVOD_TF := (.+)$", text, re.M)
-    assert horovod and tuple(horovod.group(1).split()) == tfcompat.HOROVOD_TF
+    patched = re.search(r"^HOROVOD_PATCHED_TF := (.*)$", text, re.M)
+    assert horovod and patched
+    assert tuple(patched.group(1).split()) == tfcompat.HOROVOD_PATCHED_TF
+    assert tuple(horovod.group(1).split() + patched.group(1).split()) == tfcompat.HOROVOD_TF
     newest = re.search(r"^TF_NEWEST := (\S+)$", text, re.M)
     assert newest and newest.group(1) == list(tfcompat.TF_PINS)[-1]
 
@@ -122,9 +125,21 @@ def test_every_minor_installs_its_pin_into_its_own_venv(minor):
         assert f'"tf-keras~={minor}.0"' in deps
     keras_check = line_with(lines, "hvdbench.tfcompat")
     assert keras_check.startswith(f"{venv}/bin/python ")
-    if minor in tfcompat.HOROVOD_TF:
+    if minor in tfcompat.HOROVOD_PATCHED_TF:
+        # the checksum-verified sdist, patched, then built from its directory
+        sha = line_with(lines, "sha256sum -c -")
+        assert "horovod-src/horovod-0.28.1.tar.gz" in sha
+        patch = line_with(lines, "patch -d ")
+        assert patch.endswith("< patches/horovod-0.28.1-cpu-without-xla-ops.patch")
+        assert (REPO / "patches/horovod-0.28.1-cpu-without-xla-ops.patch").is_file()
+        assert lines.index(sha) < lines.index(patch)
+        hvd = line_with(lines, "--no-build-isolation --no-cache-dir")
+        assert hvd.endswith("/horovod-src/horovod-0.28.1") and lines.index(patch) < lines.index(hvd)
+        assert line_with(lines, "check-build").endswith("--require TensorFlow,MPI,Gloo")
+    elif minor in tfcompat.HOROVOD_TF:
         hvd = line_with(lines, "horovod==0.28.1")
         assert "--no-cache-dir" in hvd and "--no-build-isolation" in hvd
+        assert not [x for x in lines if "patch -d" in x]
         assert line_with(lines, "check-build").endswith("--require TensorFlow,MPI,Gloo")
     else:
         assert not [x for x in lines if "horovod==" in x or "check-build" in x], lines

@@ -81,15 +81,20 @@ def test_keras_3_active_anyway_stops_a_run_with_one_line(tmp_path):
 
 def test_horovod_missing_names_where_horovod_builds(monkeypatch):
     monkeypatch.setattr(tfcompat, "horovod_installed", lambda: False)
-    monkeypatch.setattr(tfcompat, "tensorflow_version", lambda: "2.21.0")
+    monkeypatch.setattr(tfcompat, "tensorflow_version", lambda: "2.20.0")
     with pytest.raises(UsageError) as e:
         tfcompat.require_horovod(("parameter_server", "collective_all_reduce"))
     msg = str(e.value)
     assert "\n" not in msg
     newest = tfcompat.HOROVOD_TF[-1]
-    assert msg.startswith("mode.name: 'horovod' needs Horovod; Horovod 0.28.1 does not build ")
-    assert "against TensorFlow 2.21.0. The newest TensorFlow Horovod builds against is " in msg
-    assert f"{tfcompat.TF_PINS[newest]}: make install TF={newest}." in msg
+    assert msg.startswith(
+        "mode.name: 'horovod' needs Horovod; hvdbench does not build Horovod 0.28.1 "
+    )
+    assert "against TensorFlow 2.20.0. The newest TensorFlow Horovod builds against is " in msg
+    assert (
+        f"{tfcompat.TF_PINS[newest]}: make install TF={newest} (with GPU=1: 2.18.1, TF=2.18)."
+        in msg
+    )
     assert "Modes that run here: parameter_server, collective_all_reduce" in msg
 
 
