@@ -14,11 +14,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV ?= .venv
 GPU ?= 0
 CUDA_HOME ?=
 NCCL_HOME ?=
-TF_VERSION := 2.14.1
 HOROVOD_VERSION := 0.28.1
 APT_PACKAGES := libopenmpi-dev openmpi-bin
 # The Slurm and multi-node tiers: Slurm and munge, iproute2 + util-linux (ip, tc, nsenter,
@@ -31,37 +29,78 @@ OPENMPI_ALTERNATIVES := mpirun=/usr/bin/mpirun.openmpi mpi=/usr/bin/mpicc.openmp
   mpi-x86_64-linux-gnu=/usr/lib/x86_64-linux-gnu/openmpi/include
 PYTEST_ARGS ?=
 
+# The TensorFlow matrix: one exact release per supported minor. `make install TF=2.18`
+# selects one; every minor but the default gets its own venv (.venv-tf2.18), so a second
+# install never switches an existing one. The default is this one line.
+TF_DEFAULT := 2.14
+TF ?= $(TF_DEFAULT)
+TF_NEWEST := 2.21
+TF_PIN_2.14 := 2.14.1
+TF_PIN_2.15 := 2.15.1
+TF_PIN_2.16 := 2.16.2
+TF_PIN_2.17 := 2.17.1
+TF_PIN_2.18 := 2.18.1
+TF_PIN_2.19 := 2.19.1
+TF_PIN_2.20 := 2.20.0
+TF_PIN_2.21 := 2.21.0
+TF_SUPPORTED := 2.14 2.15 2.16 2.17 2.18 2.19 2.20 2.21
+# Horovod 0.28.1 is built for these minors (README's install table says which were
+# measured); the others install without Horovod, and --mode.name=horovod says so.
+# hvdbench/tfcompat.py holds the same lists (tests/unit/test_makefile.py keeps them equal).
+HOROVOD_TF := 2.14 2.15 2.16 2.17 2.18
+# CPU builds for these minors patch Horovod's checksum-verified sdist first (patches/):
+# Horovod's XLA ops, GPU-only, are left out, since their headers do not compile there.
+HOROVOD_PATCHED_TF := 2.21
+HOROVOD_PATCH := patches/horovod-$(HOROVOD_VERSION)-cpu-without-xla-ops.patch
+HOROVOD_SDIST_SHA256 := 92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0
+TF_VERSION := $(TF_PIN_$(TF))
+ifeq ($(TF_VERSION),)
+  $(error TF=$(TF) is not supported; supported: $(TF_SUPPORTED))
+endif
+PATCH_HOROVOD := $(if $(filter 1,$(GPU)),,$(filter $(TF),$(HOROVOD_PATCHED_TF)))
+WITH_HOROVOD ?= $(if $(filter $(TF),$(HOROVOD_TF))$(PATCH_HOROVOD),1,0)
+# From 2.16 on tf.keras is Keras 3; hvdbench uses Keras 2 (tf-keras of the same minor).
+TF_MINOR := $(word 2,$(subst ., ,$(TF)))
+KERAS_REQ := $(if $(filter 14 15,$(TF_MINOR)),,"tf-keras~=$(TF).0")
+VENV ?= $(if $(filter $(TF),$(TF_DEFAULT)),.venv,.venv-tf$(TF))
+
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 HOROVOD_COMMON := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
+# Horovod is always built with --no-cache-dir: pip's wheel cache keys a wheel by the sdist
+# alone, so a wheel built against another TensorFlow (or without NCCL) would satisfy this
+# build and fail at import with undefined symbols.
 ifeq ($(GPU),1)
   FLAVOR := gpu
   TF_REQ := tensorflow[and-cuda]==$(TF_VERSION)
   HOROVOD_ENV := $(HOROVOD_COMMON) HOROVOD_GPU_OPERATIONS=NCCL$(if $(CUDA_HOME), HOROVOD_CUDA_HOME=$(CUDA_HOME))$(if $(NCCL_HOME), HOROVOD_NCCL_HOME=$(NCCL_HOME))
-  HOROVOD_PIP_FLAGS := --no-build-isolation --no-cache-dir --force-reinstall --no-deps
   REQUIRED_FEATURES := TensorFlow,MPI,Gloo,NCCL
 else
   FLAVOR := cpu
   TF_REQ := tensorflow-cpu==$(TF_VERSION)
   HOROVOD_ENV := $(HOROVOD_COMMON)
-  HOROVOD_PIP_FLAGS := --no-build-isolation
   REQUIRED_FEATURES := TensorFlow,MPI,Gloo
 endif
+HOROVOD_PIP_FLAGS := --no-build-isolation --no-cache-dir --force-reinstall
 
-PY_DEPS := "$(TF_REQ)" "numpy<2" mpi4py matplotlib
+PY_DEPS := "$(TF_REQ)" $(KERAS_REQ) "numpy<2" mpi4py matplotlib
 DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy reframe-hpc scikit-learn
 
+# What the venv holds; a venv made for another TensorFlow is never installed over.
+VENV_MARK := $(VENV)/.hvdbench-tensorflow
 STAMP_SYS := $(VENV)/.stamp-system
-STAMP_DEPS := $(VENV)/.stamp-deps-$(FLAVOR)
-STAMP_HVD := $(VENV)/.stamp-horovod-$(FLAVOR)
+STAMP_DEPS := $(VENV)/.stamp-deps-$(FLAVOR)-tf$(TF_VERSION)
+STAMP_HVD := $(VENV)/.stamp-horovod-$(FLAVOR)-tf$(TF_VERSION)
 STAMP_PKG := $(VENV)/.stamp-hvdbench
-STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)
+STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)-tf$(TF_VERSION)$(if $(filter 1,$(WITH_HOROVOD)),-horovod)
 
-.PHONY: help install install-slurm bench perf test test-unit test-distributed test-slurm test-multinode lint clean
+.PHONY: help install venv-guard test-compat test-compat-distributed install-slurm bench perf test test-unit test-distributed test-slurm test-multinode lint clean
 
 help:
-	@echo "make install      venv with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
+	@echo "make install      $(VENV) with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
+	@echo "                  TF=2.x picks another TensorFlow ($(TF_SUPPORTED)) in .venv-tf2.x"
+	@echo "make test-compat  on TensorFlow $(TF_NEWEST) (.venv-tf$(TF_NEWEST)): unit tier + non-Horovod modes"
 	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
 	@echo "make test         install (Slurm too), then all test tiers (each tier's time is printed)"
 	@echo "make test-slurm   the Slurm tier alone: a real local Slurm runs the slurm/ scripts"
@@ -69,11 +108,24 @@ help:
 	@echo "make perf         the performance suite: ratios against the hardware limit (slow)"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 
-install: $(STAMP_CHECK)
+install: venv-guard $(STAMP_CHECK)
 
-# Fails loudly unless `horovodrun --check-build` lists every required feature.
+# Refuses, before touching anything, a venv that holds another TensorFlow (or flavour).
+# A venv from before the matrix (no mark, old stamps) holds tensorflow-cpu==2.14.1.
+venv-guard:
+	@have=$$(cat $(VENV_MARK) 2>/dev/null || { test -e $(VENV)/.stamp-deps-cpu && echo tensorflow-cpu==2.14.1; } || true); \
+	if [ -n "$$have" ] && [ "$$have" != "$(TF_REQ)" ]; then \
+	  echo "make: $(VENV) holds $$have; refusing to install $(TF_REQ) into it. Use its own venv (make install TF=$(TF) without VENV=, or another VENV=), or remove $(VENV) first" >&2; \
+	  exit 2; \
+	fi
+
+# Fails loudly unless Keras 2 is active and, with Horovod, `horovodrun --check-build`
+# lists every required feature.
 $(STAMP_CHECK): $(STAMP_PKG)
+	$(VPY) -c 'import sys, hvdbench.tfcompat as t; sys.exit(t.main())'
+ifeq ($(WITH_HOROVOD),1)
 	$(VENV)/bin/hvdbench check-build --require $(REQUIRED_FEATURES)
+endif
 	@touch $@
 
 $(STAMP_SYS):
@@ -84,17 +136,29 @@ $(STAMP_SYS):
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	@touch $@
 
-$(STAMP_DEPS): $(STAMP_SYS)
+$(STAMP_DEPS): $(STAMP_SYS) | venv-guard
+	@echo '$(TF_REQ)' > $(VENV_MARK)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q $(PY_DEPS) $(DEV_DEPS)
 	@touch $@
 
+HOROVOD_SRC := $(VENV)/horovod-src
 $(STAMP_HVD): $(STAMP_DEPS)
+ifeq ($(PATCH_HOROVOD),)
 	$(HOROVOD_ENV) $(PIP) install $(HOROVOD_PIP_FLAGS) horovod==$(HOROVOD_VERSION)
+else
+	rm -rf $(HOROVOD_SRC) && mkdir -p $(HOROVOD_SRC)
+	$(PIP) download -q --no-deps --no-binary :all: --no-build-isolation -d $(HOROVOD_SRC) horovod==$(HOROVOD_VERSION)
+	echo "$(HOROVOD_SDIST_SHA256)  $(HOROVOD_SRC)/horovod-$(HOROVOD_VERSION).tar.gz" | sha256sum -c -
+	tar -xzf $(HOROVOD_SRC)/horovod-$(HOROVOD_VERSION).tar.gz -C $(HOROVOD_SRC)
+	patch -d $(HOROVOD_SRC)/horovod-$(HOROVOD_VERSION) -p1 --forward < $(HOROVOD_PATCH)
+	$(HOROVOD_ENV) $(PIP) install $(HOROVOD_PIP_FLAGS) $(abspath $(HOROVOD_SRC))/horovod-$(HOROVOD_VERSION)
+	rm -rf $(HOROVOD_SRC)
+endif
 	@rm -f $(VENV)/.stamp-horovod-*
 	@touch $@
 
-$(STAMP_PKG): $(STAMP_HVD) pyproject.toml
+$(STAMP_PKG): $(if $(filter 1,$(WITH_HOROVOD)),$(STAMP_HVD),$(STAMP_DEPS)) pyproject.toml
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -161,6 +225,20 @@ test-slurm: install-slurm
 # Slurm across network namespaces on a bridge (hvdbench/testbed/netcluster.py; docs/multinode.md).
 test-multinode: install-slurm
 	$(call tier,multinode,$(MULTINODE_TESTS))
+
+# The newest TensorFlow, in its own venv: the unit tier and the multi-process tests of the
+# modes that need no Horovod (ps, distributed_replicated, collective_all_reduce).
+COMPAT_DISTRIBUTED := tests/compat tests/distributed/test_parameter_server.py tests/distributed/test_grpc_modes.py tests/distributed/test_graph_faults.py tests/distributed/test_backup_workers_fault.py
+
+test-compat:
+	@start=$$(date +%s); rc=0; \
+	{ $(MAKE) --no-print-directory install TF=$(TF_NEWEST) && \
+	  $(MAKE) --no-print-directory test-unit test-compat-distributed TF=$(TF_NEWEST); } || rc=$$?; \
+	echo "=== test-compat (TensorFlow $(TF_PIN_$(TF_NEWEST))): $$(( $$(date +%s) - start )) s (exit $$rc) ==="; \
+	exit $$rc
+
+test-compat-distributed:
+	$(call tier,compat-distributed,$(COMPAT_DISTRIBUTED))
 
 lint:
 	$(VENV)/bin/ruff check hvdbench tests bench

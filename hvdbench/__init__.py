@@ -7,4 +7,9 @@ from :mod:`hvdbench.components`, :mod:`hvdbench.data`, :mod:`hvdbench.models` an
 :mod:`hvdbench.launch`. Imports run that way only (``tests/unit/test_architecture.py``).
 """
 
+from hvdbench import tfcompat
+
 __version__ = "0.1.0"
+
+# Keras 2 in every hvdbench process, before any of its modules imports TensorFlow.
+tfcompat.use_legacy_keras()

@@ -144,6 +144,8 @@ def cmd_run(args: argparse.Namespace, overrides: list[str], argv: Sequence[str])
     inner = launcher.inside_launcher(topo, os.environ)
     preflight.check_directories(cfg)
     preflight.check_memory(cfg, ranks_on_node(cfg, topo))
+    if not args.dry_run:
+        preflight.check_libraries(cfg)
     if not inner:
         from hvdbench import modes
 

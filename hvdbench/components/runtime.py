@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hvdbench import tfcompat
 from hvdbench.components.devices import visible_gpus
 from hvdbench.config import Config
 from hvdbench.errors import UsageError
@@ -102,6 +103,7 @@ def configure_tensorflow(
     (:func:`hvdbench.components.devices.visible_gpus`)."""
     import tensorflow as tf
 
+    tfcompat.require_keras2()
     intra, inter = thread_counts(cfg, len(cores))
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)

@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from hvdbench.config import Config
+from hvdbench import tfcompat
+from hvdbench.config import MODE_NAMES, Config
 from hvdbench.errors import UsageError
 from hvdbench.models.specs import MODEL_SPECS
 
@@ -106,3 +107,10 @@ def check_memory(cfg: Config, ranks_on_node: int, memory: int | None = None) -> 
         f"{_human(have)} of memory; use a smaller train.per_device_batch_size or "
         "model.image_size"
     )
+
+
+def check_libraries(cfg: Config) -> None:
+    """The mode's libraries are installed: Horovod for ``horovod`` (a venv built for a
+    TensorFlow that Horovod does not build against has none)."""
+    if cfg.mode.name == "horovod":
+        tfcompat.require_horovod(tuple(m for m in MODE_NAMES if m != "horovod"))

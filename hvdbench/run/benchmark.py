@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvdbench import models, modes
+from hvdbench import models, modes, tfcompat
 from hvdbench.components import metrics, record, runtime, startup, stopping, watchdog
 from hvdbench.config import MODE_CAPABILITIES, Config
 from hvdbench.launch import netinfo, slurm
@@ -57,6 +57,7 @@ def versions() -> dict[str, Any]:
         "horovod": _installed("horovod"),
         "python": record.python_version(),
         "tensorflow": tf.__version__,
+        "keras": tfcompat.keras_info(),
         "mpi": record.mpi_version(),
         "cuda": build.get("cuda_version"),
         "cudnn": build.get("cudnn_version"),

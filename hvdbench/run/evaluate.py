@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hvdbench import models
+from hvdbench import models, tfcompat
 from hvdbench.components import checkpoint, record, runtime
 from hvdbench.config import Config
 from hvdbench.data import describe, make_dataset, make_synthetic_input, read_errors
@@ -120,7 +120,11 @@ def evaluate(cfg: Config, topo: Topology, argv: list[str]) -> int:
             "images_per_sec": examples / seconds if seconds > 0 else 0.0,
         },
         "summary_dir": logdir,
-        "versions": {"tensorflow": tf.__version__, "python": record.python_version()},
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": tfcompat.keras_info(),
+            "python": record.python_version(),
+        },
     }
     name = record.record_name("eval", cfg.model.name, 1)
     path = record.write_atomic(Path(cfg.output.dir) / name, data)

@@ -49,7 +49,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "hvdbench.hostlist",
         ),
     ),
-    ("errors", ("hvdbench.errors", "hvdbench")),
+    # tfcompat is imported by the package itself (Keras 2 before any TensorFlow import)
+    ("errors", ("hvdbench.errors", "hvdbench.tfcompat", "hvdbench")),
 ]
 
 

@@ -1,0 +1,116 @@
+"""Keras 2 in every hvdbench process, whatever TensorFlow is installed, and one line where
+it cannot be had; Horovod mode's one line in an environment without Horovod."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hvdbench import tfcompat
+from hvdbench.errors import UsageError
+from tests.conftest import REPO, base_env
+
+TF = tfcompat.tensorflow_version() or "0.0"
+TF_MINOR = tuple(int(x) for x in TF.split(".")[:2])
+
+
+def python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    child = base_env(env)
+    child.pop("TF_USE_LEGACY_KERAS", None)
+    child.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=child,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.mark.parametrize("outside", [None, "0"])
+def test_importing_hvdbench_selects_keras_2_before_tensorflow_is_imported(outside):
+    env = {} if outside is None else {"TF_USE_LEGACY_KERAS": outside}
+    out = python(
+        "import os, sys, hvdbench.config; "
+        "print(os.environ['TF_USE_LEGACY_KERAS'], 'tensorflow' in sys.modules)",
+        **env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "False"]
+
+
+def test_tf_keras_is_keras_2_in_an_hvdbench_process():
+    out = python(
+        "import json, hvdbench.tfcompat as t, tensorflow as tf; "
+        "print(json.dumps(t.require_keras2())); "
+        "print(type(tf.keras.layers.Dense(1)).__module__)"
+    )
+    assert out.returncode == 0, out.stderr
+    info_line, module = out.stdout.strip().splitlines()[-2:]
+    import json
+
+    info = json.loads(info_line)
+    assert info["version"].startswith("2.")
+    if TF_MINOR >= (2, 16):
+        assert info["flavour"] == "tf-keras" and module.startswith("tf_keras.")
+    else:
+        assert info["flavour"] == "keras 2" and module.startswith("keras.")
+
+
+def test_horovod_missing_names_where_horovod_builds(monkeypatch):
+    monkeypatch.setattr(tfcompat, "horovod_installed", lambda: False)
+    monkeypatch.setattr(tfcompat, "tensorflow_version", lambda: "2.20.0")
+    with pytest.raises(UsageError) as e:
+        tfcompat.require_horovod(("parameter_server", "collective_all_reduce"))
+    msg = str(e.value)
+    assert "\n" not in msg
+    newest = tfcompat.HOROVOD_TF[-1]
+    assert msg.startswith(
+        "mode.name: 'horovod' needs Horovod; hvdbench does not build Horovod 0.28.1 "
+    )
+    assert "against TensorFlow 2.20.0. The newest TensorFlow Horovod builds against is " in msg
+    assert (
+        f"{tfcompat.TF_PINS[newest]}: make install TF={newest} (with GPU=1: 2.18.1, TF=2.18)."
+        in msg
+    )
+    assert "Modes that run here: parameter_server, collective_all_reduce" in msg
+
+
+def test_horovod_mode_without_horovod_exits_2_with_one_line_before_tensorflow(tmp_path):
+    # An environment without Horovod, also where this one has it: sys.modules' None makes
+    # `import horovod` fail and find_spec say it is not there.
+    start = time.monotonic()
+    code = (
+        "import sys; sys.modules['horovod'] = None; from hvdbench.cli import main; "
+        f"sys.exit(main(['run', '--np', '2', '--output.dir={tmp_path}']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=base_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and len(out.stderr.splitlines()) == 1, out.stderr
+    line = out.stderr.strip()
+    assert line.startswith("hvdbench: error: mode.name: 'horovod' needs Horovod")
+    assert f"make install TF={tfcompat.HOROVOD_TF[-1]}" in line
+    assert "parameter_server" in line and "collective_all_reduce" in line
+    assert time.monotonic() - start < 20  # no TensorFlow import
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_installed_check_reports_keras_2():
+    out = python("import sys, hvdbench.tfcompat as t; sys.exit(t.main())")
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"TensorFlow {TF}, Keras 2.")
+    assert (
+        "Horovod installed" if tfcompat.horovod_installed() else "Horovod not installed"
+    ) in last
