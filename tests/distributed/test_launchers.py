@@ -75,7 +75,7 @@ def test_mpirun_bind_to_core_stands():
 
 
 @pytest.mark.parametrize("which", ["mpirun", "horovodrun"])
-def test_horovod_start_up_exchange_reaches_only_the_chief(which):
+def test_horovod_start_up_exchange_reaches_only_the_chief(which, tmp_path):
     """HorovodMode.exchange: the chief gets every rank's object in rank order, intact;
     a worker gets nothing back (O(1) per worker), under MPI and under Gloo."""
     script = [sys.executable, str(Path(__file__).parent / "scripts" / "exchange.py")]
@@ -83,14 +83,10 @@ def test_horovod_start_up_exchange_reaches_only_the_chief(which):
         cmd = launcher.mpirun_command(2, script, oversubscribe=len(os.sched_getaffinity(0)) < 2)
     else:
         cmd = launcher.horovodrun_command(2, script, controller="gloo")
-    r = run(cmd, timeout=240, env=base_env())
+    r = run(cmd, timeout=240, env=base_env({"EXCHANGE_OUT": str(tmp_path)}))
     assert r.returncode == 0, r.output
     lines = sorted(
-        (
-            json.loads(line[line.index("{") :])
-            for line in r.stdout.splitlines()
-            if '{"rank"' in line
-        ),
+        (json.loads(p.read_text()) for p in tmp_path.glob("rank-*.json")),
         key=lambda x: x["rank"],
     )
     assert [x["rank"] for x in lines] == [0, 1], r.output

@@ -1,4 +1,6 @@
-"""One rank of HorovodMode's start-up exchange: prints {rank, got} as one JSON line."""
+"""One rank of HorovodMode's start-up exchange: writes {rank, got} as JSON to
+$EXCHANGE_OUT/rank-N.json (a file per rank: the launcher interleaves the ranks' stdout,
+partial lines included, so a long line printed by one rank can be cut by another's)."""
 
 from __future__ import annotations
 
@@ -18,4 +20,5 @@ mode = HorovodMode(config.load(None, []), topo)
 mode.setup()
 mine = {"rank": topo.rank, "pad": "x" * (1000 + 100 * topo.rank), "tuple": (topo.rank, 1)}
 got = mode.exchange(mine)
-print(json.dumps({"rank": topo.rank, "got": got}), flush=True)
+out = Path(os.environ["EXCHANGE_OUT"]) / f"rank-{topo.rank}.json"
+out.write_text(json.dumps({"rank": topo.rank, "got": got}))
