@@ -128,7 +128,9 @@ ifeq ($(WITH_HOROVOD),1)
 endif
 	@touch $@
 
-$(STAMP_SYS):
+# After the guard: not even the venv is created for a TensorFlow it refuses (also under
+# make -k, as in `make test`'s --keep-going, which sub-makes inherit through MAKEFLAGS).
+$(STAMP_SYS): | venv-guard
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  echo "installing $(APT_PACKAGES)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \

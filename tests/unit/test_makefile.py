@@ -5,6 +5,7 @@ The GPU path cannot run here (no GPU, no CUDA); these tests pin down what it wou
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -165,6 +166,10 @@ def test_unsupported_tensorflow_is_refused_with_the_supported_list():
     assert "TF=2.13 is not supported; supported: " + " ".join(tfcompat.TF_PINS) in out.stderr
 
 
+# As `make test` runs the unit tier: --keep-going, which a sub-make inherits.
+KEEP_GOING = {**os.environ, "MAKEFLAGS": "k"}
+
+
 def test_a_venv_of_another_tensorflow_is_refused_untouched(tmp_path):
     venv = tmp_path / "venv"
     venv.mkdir()
@@ -173,6 +178,7 @@ def test_a_venv_of_another_tensorflow_is_refused_untouched(tmp_path):
     out = subprocess.run(
         ["make", "install", "TF=2.18", f"VENV={venv}"],
         cwd=REPO,
+        env=KEEP_GOING,
         capture_output=True,
         text=True,
         timeout=30,
@@ -193,6 +199,7 @@ def test_a_venv_from_before_the_matrix_counts_as_tensorflow_2_14(tmp_path):
     out = subprocess.run(
         ["make", "install", "TF=2.21", f"VENV={venv}"],
         cwd=REPO,
+        env=KEEP_GOING,
         capture_output=True,
         text=True,
         timeout=30,
