@@ -175,6 +175,33 @@ def test_free_ports_are_distinct_and_free():
     ports = cluster.free_ports(4)
     assert len(set(ports)) == 4
     assert not any(cluster.port_in_use(p) for p in ports)
+    # never from the kernel's ephemeral range, where an outgoing connection could take a
+    # port between its choice and the server's bind
+    low = cluster.ephemeral_low()
+    assert all(cluster.PICK_FROM <= p < low for p in ports), (ports, low)
+
+
+def test_free_ports_fall_back_to_the_kernel_without_room_below_the_ephemeral_range():
+    ports = cluster.free_ports(3, low=cluster.PICK_FROM + 10)
+    assert len(set(ports)) == 3 and not any(cluster.port_in_use(p) for p in ports)
+
+
+def test_free_ports_skip_a_port_in_use(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # the only free candidate but one is taken
+        s.bind(("", cluster.PICK_FROM + 5))
+        s.listen()
+        monkeypatch.setattr(cluster.random.SystemRandom, "shuffle", lambda self, x: None)
+        ports = cluster.free_ports(20, low=cluster.PICK_FROM + 400)
+        assert cluster.PICK_FROM + 5 not in ports and len(set(ports)) == 20
+
+
+def test_ephemeral_low_reads_the_kernels_range(tmp_path):
+    f = tmp_path / "range"
+    f.write_text("40000\t60999\n")
+    assert cluster.ephemeral_low(str(f)) == 40000
+    assert cluster.ephemeral_low(str(tmp_path / "missing")) == 32768
 
 
 def test_port_in_use_is_named():

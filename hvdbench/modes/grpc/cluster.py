@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import random
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,11 +97,30 @@ def check_port_free(address: str, what: str) -> None:
         raise UsageError(f"port {port} ({what} {address}) is already in use; choose another")
 
 
-def free_ports(n: int, base: int = 0) -> list[int]:
-    """``n`` distinct ports that are free now: from ``base`` upwards, or the kernel's choice.
+# Ports hvdbench picks itself come from below the kernel's ephemeral range: a port the
+# kernel chose (bind to 0) is free again once it is released, and until the task's server
+# binds it seconds later the kernel may hand it to any process's outgoing connection, the
+# job's own among them. Below the range only an explicit bind can take it.
+PICK_FROM = 10000
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
-    Kernel-chosen ports are held open together so that they are distinct; they are free
-    again when this returns, and the servers bind them moments later.
+
+def ephemeral_low(path: str = EPHEMERAL_RANGE) -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n: int, base: int = 0, *, low: int | None = None) -> list[int]:
+    """``n`` distinct ports that are free now: from ``base`` upwards, or picked at random
+    below the kernel's ephemeral range (:data:`PICK_FROM` up to ``low``).
+
+    The picked ports are held open together, so that they are distinct; they are free
+    again when this returns, and the servers bind them moments later. Where the range
+    below the ephemeral one is too small, the kernel chooses.
     """
     if base:
         ports: list[int] = []
@@ -112,9 +132,22 @@ def free_ports(n: int, base: int = 0) -> list[int]:
                 ports.append(port)
             port += 1
         return ports
-    socks = []
+    top = ephemeral_low() if low is None else low
+    candidates = list(range(PICK_FROM, top)) if top - PICK_FROM >= 16 * n else []
+    random.SystemRandom().shuffle(candidates)
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for port in candidates:
+            if len(socks) == n:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < n:  # no room below the ephemeral range: the kernel's choice
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("", 0))
             socks.append(s)
