@@ -135,29 +135,18 @@ def sbatch_command(
         cmd.append("--parsable")
     cmd += [f"--job-name={req.job_name}", f"--nodes={req.nodes}"]
     cmd += [f"--ntasks-per-node={req.ntasks_per_node}"]
-    if req.partition:
-        cmd.append(f"--partition={req.partition}")
-    if req.time:
-        cmd.append(f"--time={req.time}")
-    if req.account:
-        cmd.append(f"--account={req.account}")
-    if req.signal:
-        cmd.append(f"--signal={req.signal}")
-    if req.output:
-        cmd.append(f"--output={req.output}")
-    if req.ntasks:
-        cmd.append(f"--ntasks={req.ntasks}")
-    if req.cpus_per_task:
-        cmd.append(f"--cpus-per-task={req.cpus_per_task}")
-    if req.gpus_per_node:
-        cmd.append(f"--gpus-per-node={req.gpus_per_node}")
-    if req.gres:
-        cmd.append(f"--gres={req.gres}")
-    if req.exclusive:
-        cmd.append("--exclusive")
-    for name, value in (("qos", req.qos), ("constraint", req.constraint),
-                        ("reservation", req.reservation)):  # fmt: skip
-        if value:
+    # optional flags in a fixed order: a value adds --name=value, True adds --name
+    optional = (
+        ("partition", req.partition), ("time", req.time), ("account", req.account),
+        ("signal", req.signal), ("output", req.output), ("ntasks", req.ntasks),
+        ("cpus-per-task", req.cpus_per_task), ("gpus-per-node", req.gpus_per_node),
+        ("gres", req.gres), ("exclusive", req.exclusive), ("qos", req.qos),
+        ("constraint", req.constraint), ("reservation", req.reservation),
+    )  # fmt: skip
+    for name, value in optional:
+        if value is True:
+            cmd.append(f"--{name}")
+        elif value:
             cmd.append(f"--{name}={value}")
     cmd += list(req.extra)
     if wrap:

@@ -89,10 +89,7 @@ class CollectiveAllReduceMode(Mode):
 
     @classmethod
     def launch_local(cls, cfg: Config, rank_argv: list[str], dry_run: bool = False) -> int | None:
-        if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
-            return None
-
-        return spawn.launch(cfg, rank_argv, dry_run)
+        return spawn.launch_local(cfg, rank_argv, dry_run)
 
     def setup(self) -> None:
         import tensorflow as tf

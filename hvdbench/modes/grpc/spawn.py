@@ -63,6 +63,14 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, launcher.LAUNCHED: "1"}
 
 
+def launch_local(cfg: Config, rank_argv: Sequence[str], dry_run: bool = False) -> int | None:
+    """A gRPC mode's :meth:`Mode.launch_local`: every task spawned here, unless the cluster
+    is explicit (this process is one task of it) or mpirun is to start the ranks (None)."""
+    if cfg.cluster.job_name or cfg.launch.launcher == "mpirun":
+        return None
+    return launch(cfg, rank_argv, dry_run)
+
+
 def launch(cfg: Config, rank_argv: Sequence[str], dry_run: bool = False) -> int:
     """Start, supervise and reap every task of a local cluster; return the job's exit code.
     With ``dry_run``, print the task commands (on ports free now) instead."""
