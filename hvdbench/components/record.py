@@ -88,24 +88,63 @@ def write_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     return path
 
 
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The CPU's model name, as ``lscpu`` shows it ("Model name")."""
+# The instruction-set extensions that decide TensorFlow's CPU kernels' speed, as cpuinfo
+# names them: two VMs whose model name reads "AMD EPYC" differed 3.7x in speed per core.
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's ``key: value`` fields of ``cpuinfo`` (empty if unreadable)."""
+    fields: dict[str, str] = {}
     try:
         with open(cpuinfo) as f:
             for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model name") and value.strip():
-                    return value.strip()
+                fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
-        return None
-    return platform.processor() or None
+        pass
+    return fields
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name, as ``lscpu`` shows it ("Model name")."""
+    return cpu_fields(cpuinfo).get("model name") or platform.processor() or None
+
+
+def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """What tells two CPUs with the same model name apart: vendor, family, model and
+    stepping (a VM often shows only "AMD EPYC"), the ISA extensions of :data:`ISA_FLAGS`
+    present, and the kernel's BogoMIPS."""
+    f = cpu_fields(cpuinfo)
+    ident = " ".join(
+        f"{label} {f[key]}" if label else f[key]
+        for label, key in (
+            ("", "vendor_id"),
+            ("family", "cpu family"),
+            ("model", "model"),
+            ("stepping", "stepping"),
+        )
+        if f.get(key)
+    )
+    flags = set(f.get("flags", "").split())
+    bogomips = f.get("bogomips")
+    return {
+        "cpu_id": ident or None,
+        "cpu_isa": [x for x in ISA_FLAGS if x in flags],
+        "bogomips": float(bogomips) if bogomips else None,
+    }
 
 
 def hardware(gpus: list[str] | None = None, cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
-    """The chief's node: CPU model, logical CPUs (all, and this process's), memory, GPUs.
-    Every performance figure names the machine it was taken on."""
+    """The chief's node: CPU model and identity, logical CPUs (all, and this process's),
+    memory, GPUs. Every performance figure names the machine it was taken on."""
     return {
         "cpu_model": cpu_model(cpuinfo),
+        **cpu_identity(cpuinfo),
         "logical_cpus": os.cpu_count(),
         "cpus_allowed": len(os.sched_getaffinity(0)),
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),

@@ -56,11 +56,17 @@ def test_captured_env_filters_prefixes():
 def test_hardware_names_the_cpu_model_cores_and_memory(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
-        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
-        "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n"
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC 7B13\nstepping\t: 1\n"
+        "flags\t\t: fpu sse avx avx2 fma avx512f avx512_bf16\nbogomips\t: 5192.29\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9999\n"
     )
     hw = record.hardware(["/physical_device:GPU:0"], cpuinfo=str(cpuinfo))
     assert hw["cpu_model"] == "AMD EPYC 7B13"
+    # what tells two VMs that both say "AMD EPYC" apart
+    assert hw["cpu_id"] == "AuthenticAMD family 25 model 17 stepping 1"
+    assert hw["cpu_isa"] == ["avx", "avx2", "fma", "avx512f", "avx512_bf16"]
+    assert hw["bogomips"] == 5192.29
     assert hw["logical_cpus"] == os.cpu_count()
     assert 0 < hw["cpus_allowed"] <= hw["logical_cpus"]
     assert hw["memory_bytes"] > 2**28
