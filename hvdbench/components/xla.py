@@ -32,7 +32,7 @@ from typing import Any
 PASS_NAME = "hvdbench_xla_pass"
 _DUMP_FLAG = "--xla_dump_to="
 # module_0000.a_inference_hvdbench_xla_pass_127__.127.before_optimizations.txt
-_MODULE = re.compile(r"module_(\d+)\.(.+?)\.before_optimizations\.")
+_MODULE = re.compile(r"module_(\d+)\.([^.]+)\.(?:\d+\.)?before_optimizations\.")
 
 
 def compiled_modules(names: list[str]) -> list[str]:

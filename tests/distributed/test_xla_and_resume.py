@@ -31,6 +31,7 @@ TINY = [
 ]
 XLA_MODES = {
     "horovod": ["--mode.name=horovod", "--np", "1"],
+    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
     "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
     "independent": ["--mode.name=independent", "--mode.num_devices=2"],
 }
@@ -64,7 +65,8 @@ def test_the_record_says_xla_compiled_the_step(tmp_path, mode):
     assert "XLA requested (checked at the first step)" in r.stdout
     assert "XLA:         compiled: XLA compiled" in r.stdout
     assert "XLA on" not in r.stdout
-    assert rec["per_rank"][0]["xla"]["compiled"]
+    assert all(p["xla"]["compiled"] for p in rec["per_rank"])
+    assert x["ranks_compiled"] == x["ranks"] == len(rec["per_rank"])
 
 
 def test_without_jit_the_record_says_not_compiled(tmp_path):
