@@ -91,6 +91,7 @@ def test_xla_requested_without_proof_stops_the_run(tmp_path):
     )
     assert not r.timed_out and r.returncode != 0, r.output[-3000:]
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("hvdbench: error:")]
+    print(errors)
     assert len(errors) == 1 and "train.jit_compile" in errors[0], r.stderr[-3000:]
     assert "ran without XLA" in errors[0]
     rec = record(tmp_path)
@@ -99,6 +100,7 @@ def test_xla_requested_without_proof_stops_the_run(tmp_path):
 
 RESUME_MODES = {
     "horovod": ["--mode.name=horovod", "--np", "2"],
+    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
     "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
     "independent": ["--mode.name=independent", "--mode.num_devices=2"],
 }
