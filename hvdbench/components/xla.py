@@ -78,10 +78,13 @@ class Verdict:
 class Probe:
     """This process's XLA dump, set up before TensorFlow first compiles with XLA."""
 
-    def __init__(self, requested: bool, directory: str | None, before: set[str]) -> None:
+    def __init__(
+        self, requested: bool, directory: str | None, before: set[str], owned: bool = False
+    ) -> None:
         self.requested = requested
         self.directory = directory
         self._before = before
+        self._owned = owned  # a directory of hvdbench's, removed by close()
         self.verdict: Verdict | None = None
 
     @classmethod
@@ -97,9 +100,15 @@ class Probe:
             before = set(os.listdir(directory)) if os.path.isdir(directory) else set()
             return cls(True, directory, before)
         directory = tempfile.mkdtemp(prefix="hvdbench-xla-")
-        atexit.register(shutil.rmtree, directory, True)
+        atexit.register(shutil.rmtree, directory, True)  # and close(): ranks may os._exit
         env["XLA_FLAGS"] = f"{flags} {_DUMP_FLAG}{directory}".strip()
-        return cls(True, directory, set())
+        return cls(True, directory, set(), owned=True)
+
+    def close(self) -> None:
+        """Remove hvdbench's dump directory (never the user's); the verdict stays."""
+        if self._owned and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._owned = False
 
     def modules(self) -> list[str]:
         """The HLO modules XLA compiled in this process since :meth:`start`."""

@@ -122,6 +122,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         mode.any_rank(False)
     finally:
         startup.done()
+        probe.close()
         if dog is not None:
             dog.stop()
         mode.shutdown()

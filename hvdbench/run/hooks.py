@@ -162,6 +162,7 @@ class RunHooks:
         if self.mode.is_chief:
             print(xla.verdict_line(verdict), flush=True)
         if failed:
+            probe.close()  # the process ends without an orderly exit
             where = verdict.evidence if not verdict.compiled else "on another rank"
             raise xla.NotCompiledError(
                 f"train.jit_compile: the step of mode {self.cfg.mode.name} ran without XLA "

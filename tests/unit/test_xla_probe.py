@@ -74,6 +74,8 @@ def test_probe_adds_a_dump_directory_and_reads_it():
         open(os.path.join(probe.directory, name), "w").close()
     assert probe.check(0.1).compiled
     assert probe.final().modules == xla.pass_modules(xla.compiled_modules(DUMP))
+    probe.close()
+    assert not os.path.exists(probe.directory) and probe.final().compiled
 
 
 def test_a_dump_directory_of_the_users_counts_only_new_modules(tmp_path):
@@ -84,6 +86,8 @@ def test_a_dump_directory_of_the_users_counts_only_new_modules(tmp_path):
     assert not probe.check(0.1).compiled
     (tmp_path / DUMP[2]).write_text("")
     assert probe.check(0.1).modules == ["a_inference_hvdbench_xla_pass_127__"]
+    probe.close()
+    assert (tmp_path / DUMP[0]).exists()  # the user's dump stays
 
 
 def test_no_step_no_claim():
