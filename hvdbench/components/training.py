@@ -13,6 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from hvdbench.components import xla
 from hvdbench.config import Config, TrainConfig
 
 
@@ -161,6 +162,27 @@ def loss_and_gradients(
         loss = loss_fn(model, images, labels, weight_decay)
         scaled = scale_loss(optimizer, loss / replicas if replicas != 1 else loss)
     return loss, tape(t).gradient(scaled, variables)
+
+
+def xla_pass(fn: Callable[..., Any]) -> Any:
+    """``fn`` compiled by XLA (``tf.function(jit_compile=True)``), under the name whose HLO
+    modules :mod:`hvdbench.components.xla` looks for as the proof that XLA compiled the step."""
+
+    def hvdbench_xla_pass(*args: Any) -> Any:
+        return fn(*args)
+
+    assert hvdbench_xla_pass.__name__ == xla.PASS_NAME
+    return tf.function(hvdbench_xla_pass, jit_compile=True)
+
+
+def set_learning_rate(optimizer: Any, value: float) -> float:
+    """Give a Keras optimizer the config's learning rate; return the one it had. Keras keeps
+    it in a variable, which a checkpoint saves and restores: after a restore it would be the
+    old run's."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    previous = float(inner.learning_rate.numpy())
+    inner.learning_rate.assign(value)
+    return previous
 
 
 def apply_gradients(optimizer: Any, grads: list[Any], variables: list[Any], norm: float) -> None:

@@ -187,9 +187,10 @@ class HorovodMode(Mode):
 
         # Horovod's ops are not XLA ops: compile the local forward and backward pass, and
         # average outside the compiled function.
-        @tf.function(jit_compile=True)
-        def local_gradients(images: Any, labels: Any) -> Any:
+        def pass_of(images: Any, labels: Any) -> Any:
             return training.loss_and_gradients(model, opt, images, labels, wd, variables)
+
+        local_gradients = training.xla_pass(pass_of)
 
         @tf.function
         def jit_step(images: Any, labels: Any) -> Any:

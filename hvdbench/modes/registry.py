@@ -171,6 +171,23 @@ class Mode(abc.ABC):
         the key `hvdbench eval` restores, whatever mode trained the model."""
         return {"model": self.model, "optimizer": self.optimizer}  # type: ignore[attr-defined]
 
+    def keras_optimizers(self) -> list[Any]:
+        """This process's Keras optimizers. Each keeps its learning rate in a variable that
+        checkpoints save and restore; :meth:`use_config_learning_rate` sets the config's
+        again after a restore. Graph modes have none (a ``tf.compat.v1`` optimizer's
+        learning rate is a constant of its graph, from the config)."""
+        opt = getattr(self, "optimizer", None)
+        return [] if opt is None else [opt]
+
+    def use_config_learning_rate(self) -> list[float]:
+        """After a restore (on every rank that restored, before :meth:`initialize` shares
+        the state): ``train.learning_rate`` takes effect, not the one the checkpoint saved.
+        Returns the learning rates the checkpoint had."""
+        from hvdbench.components import training
+
+        lr = self.cfg.train.learning_rate
+        return [training.set_learning_rate(opt, lr) for opt in self.keras_optimizers()]
+
     def learning_rate(self) -> float:
         """The learning rate in effect, for the summaries."""
         opt = getattr(self, "optimizer", None)

@@ -35,8 +35,6 @@ def local_gradients(cfg: Config, model: Any, opt: Any, replicas: int = 1) -> Any
     still scaled). With ``train.jit_compile`` this pass is compiled by XLA; the exchange of
     gradients and the update stay outside the compiled function (the strategies'
     collectives, as Horovod's ops, are not XLA ops)."""
-    import tensorflow as tf
-
     from hvdbench.components import training
 
     wd = cfg.train.weight_decay
@@ -47,7 +45,7 @@ def local_gradients(cfg: Config, model: Any, opt: Any, replicas: int = 1) -> Any
         )
 
     if cfg.train.jit_compile:
-        return tf.function(grads_of, jit_compile=True)
+        return training.xla_pass(grads_of)
     return grads_of
 
 
@@ -375,6 +373,9 @@ class IndependentMode(LocalDevicesMode):
             return tf.add_n(losses) / len(losses)
 
         self._step = step
+
+    def keras_optimizers(self) -> list[Any]:
+        return [t[2] for t in self.towers]
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """The first device's model and optimizer under the keys every mode uses (what

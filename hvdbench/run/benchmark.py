@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hvdbench import models, modes, tfcompat
-from hvdbench.components import metrics, record, runtime, startup, stopping, watchdog
+from hvdbench.components import metrics, record, runtime, startup, stopping, watchdog, xla
 from hvdbench.config import MODE_CAPABILITIES, Config
 from hvdbench.launch import netinfo, slurm
 from hvdbench.launch.job import JobLayout
@@ -41,7 +41,7 @@ def banner(cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]) -> list[str
         f"Data:        {cfg.data.source}" + (f" from {cfg.data.dir}" if cfg.data.dir else ""),
         f"Optimizer:   {cfg.train.optimizer}, learning rate {cfg.train.learning_rate}, "
         f"weight decay {cfg.train.weight_decay}",
-        f"Precision:   {cfg.train.mixed_precision}; XLA {'on' if cfg.train.jit_compile else 'off'}",
+        f"Precision:   {cfg.train.mixed_precision}; {xla.banner_text(cfg.train.jit_compile)}",
         f"Steps:       {cfg.train.num_warmup_steps} warm-up, {cfg.train.num_steps} measured",
         f"Threads:     intra-op {rank_info['intra_op_threads']}, inter-op "
         f"{rank_info['inter_op_threads'] or 'default'}; chief's cpus {rank_info['cpus']}",
@@ -90,6 +90,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     """
     stop = stopping.install()  # before TensorFlow's slow import: a warning then is not fatal
     stopped = False
+    probe = xla.Probe.start(cfg.train.jit_compile, os.environ)  # before XLA's first compile
     layout, rank_info = _set_up_process(cfg, topo)
     mode = modes.get(cfg.mode.name)(cfg, topo, layout)
     startup.phase(f"joining the job (mode {cfg.mode.name})")
@@ -97,7 +98,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
     rank_info["network"] = netinfo.describe(os.environ, topo)  # after setup: Gloo's iface
     dog: watchdog.Watchdog | None = None
     try:
-        hooks, resumed = _prepare(cfg, mode, rank_info)
+        hooks, resumed = _prepare(cfg, mode, rank_info, probe)
         progress = watchdog.Progress()
         run = Run(cfg, mode, argv)
         dog = _watchdog(cfg, topo, mode, run, progress)
@@ -121,6 +122,7 @@ def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
         mode.any_rank(False)
     finally:
         startup.done()
+        probe.close()
         if dog is not None:
             dog.stop()
         mode.shutdown()
@@ -170,13 +172,13 @@ def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, A
 
 
 def _prepare(
-    cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]
+    cfg: Config, mode: modes.Mode, rank_info: dict[str, Any], probe: xla.Probe | None = None
 ) -> tuple[RunHooks, list[str]]:
     """Build the model, restore the checkpoint and give every rank the same start; return
     the hooks and the lines that say what was resumed."""
     startup.phase("building the model, its optimizer and its input")
     mode.build()
-    hooks = RunHooks(cfg, mode)
+    hooks = RunHooks(cfg, mode, probe)
     startup.phase("restoring the checkpoint")
     resumed = hooks.restore()  # the chief's state, before initialize() shares it
     startup.phase("waiting for every rank to share the starting point", waiting=True)
@@ -265,6 +267,7 @@ def _collect(
             # and oversubscribed thread pools show here even when wall time is noisy.
             "cpu_seconds": run.cpu_seconds,
             "cpu_ms_per_image": 1000 * run.cpu_seconds / max(1, len(run.times) * mine.batch_size),
+            "xla": hooks.xla_probe.final().to_dict(),
         }
     )
 
@@ -331,6 +334,8 @@ def _record(
             extra["backup_workers"] = metrics.applied_rates(totals.total_images_per_sec, *counts)
             print(metrics.applied_line(extra["backup_workers"]), flush=True)
     extra |= {
+        "xla": xla.summary([g.get("xla") for g in gathered]),  # what ran, not what was asked
+        "learning_rate_in_effect": mode.learning_rate(),  # the chief's optimizer's, at the end
         "slurm": slurm.job_info(os.environ),
         "stop": stop_info,
         "global_step": hooks.global_step,  # also when no measured step ran

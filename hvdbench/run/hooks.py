@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from hvdbench import config, models
-from hvdbench.components import metrics
+from hvdbench.components import metrics, xla
 from hvdbench.components.checkpoint import Checkpointer
 from hvdbench.config import CheckpointConfig, Config
 from hvdbench.data import describe, make_synthetic_input
@@ -34,9 +34,11 @@ def trace_dir(cfg: Config) -> str:
 
 
 class RunHooks:
-    def __init__(self, cfg: Config, mode: Mode) -> None:
+    def __init__(self, cfg: Config, mode: Mode, xla_probe: xla.Probe | None = None) -> None:
         self.cfg = cfg
         self.mode = mode
+        # XLA's verdict on the step, taken after the first one (see _check_xla)
+        self.xla_probe = xla_probe or xla.Probe(False, None, set())
         self.global_step = 0
         self.start_step = 0
         self.local_step = 0
@@ -82,7 +84,15 @@ class RunHooks:
         self._last_summary_step = self.global_step
         self.mode.adopt_checkpoint(self.global_step if self.restored_from else None, self._reload)
         if self.restored_from:
-            return [f"Checkpoint:  resumed from {self.restored_from} at step {self.global_step}"]
+            lr = self.cfg.train.learning_rate
+            saved = set(self.mode.use_config_learning_rate())  # not the checkpoint's
+            note = ""
+            if not _same_float32(saved, lr):
+                old = ", ".join(f"{v:g}" for v in sorted(saved))
+                note = f"; learning rate {lr:g} (train.learning_rate), not the checkpoint's {old}"
+            return [
+                f"Checkpoint:  resumed from {self.restored_from} at step {self.global_step}{note}"
+            ]
         return [f"Checkpoint:  none in {self.cfg.checkpoint.dir}; starting at step 0"]
 
     def _reload(self) -> int | None:
@@ -114,6 +124,8 @@ class RunHooks:
 
     def _after_step(self, loss: float, seconds: float) -> None:
         self.local_step += 1
+        if self.local_step == 1:
+            self._check_xla(seconds)
         counted = self.mode.current_global_step()
         self.global_step = self.global_step + 1 if counted is None else counted
         self._recent.append(seconds)
@@ -137,6 +149,25 @@ class RunHooks:
         if counted is not None:  # the step the values were read at
             self.global_step = counted
         self.checkpointer.save(self.global_step)
+
+    def _check_xla(self, seconds: float) -> None:
+        """After the first step: did XLA compile it? With train.jit_compile the ranks agree
+        (a collective at the same step on every rank) and all stop when any rank's step ran
+        without XLA: a record of the other computation under this config would be wrong."""
+        probe = self.xla_probe
+        verdict = probe.check(seconds)
+        if not probe.requested:
+            return
+        failed = self.mode.any_rank(not verdict.compiled)
+        if self.mode.is_chief:
+            print(xla.verdict_line(verdict), flush=True)
+        if failed:
+            probe.close()  # the process ends without an orderly exit
+            where = verdict.evidence if not verdict.compiled else "on another rank"
+            raise xla.NotCompiledError(
+                f"train.jit_compile: the step of mode {self.cfg.mode.name} ran without XLA "
+                f"({where}); set train.jit_compile=false to measure it without XLA"
+            )
 
     def _stop_trace(self) -> None:
         self.mode.stop_trace()
@@ -277,6 +308,16 @@ class RunHooks:
         if self.compare_synthetic:
             out["input_pipeline"] = input_pipeline(gathered, totals)
         return out
+
+
+def _same_float32(values: set[float], lr: float) -> bool:
+    """Whether every value is ``lr`` as a float32 variable holds it."""
+    import struct
+
+    def f32(x: float) -> float:
+        return float(struct.unpack("f", struct.pack("f", x))[0])
+
+    return all(f32(v) == f32(lr) for v in values)
 
 
 BOTTLENECK_RATIO = 1.1

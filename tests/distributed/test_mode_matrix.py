@@ -109,13 +109,17 @@ def test_supported_cell_trains(tmp_path, data, mode, source, precision, jit, ext
         timeout=240,
     )
     assert not r.timed_out and r.returncode == 0, r.output[-3000:]
-    assert f"Precision:   {precision}; XLA {'on' if jit else 'off'}" in r.stdout
+    xla_word = "XLA requested (checked at the first step)" if jit else "XLA off"
+    assert f"Precision:   {precision}; {xla_word}" in r.stdout
     (path,) = out.glob("*.json")
     rec = json.loads(path.read_text())
     assert rec["status"] == "complete" and rec["mode"] == mode
     assert rec["data"]["source"] == source and rec["data"]["dir"] == str(data[source])
     train = rec["config"]["train"]
     assert (train["mixed_precision"], train["jit_compile"]) == (precision, jit)
+    # what ran: XLA's own verdict on the step, on every rank
+    assert (rec["xla"]["requested"], rec["xla"]["compiled"]) == (jit, jit), rec["xla"]
+    assert ("XLA:         compiled: XLA compiled" in r.stdout) == jit
     assert rec["totals"]["total_images_per_sec"] > 0
     if "--data.compare_synthetic=true" in extra:
         p = rec["input_pipeline"]

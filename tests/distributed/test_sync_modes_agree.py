@@ -68,8 +68,8 @@ def initial_checkpoint(directory: Path) -> None:
     from hvdbench import config, models
     from hvdbench.components import training
 
-    # the optimizer as the runs configure it: a Keras optimizer restores its learning
-    # rate from the checkpoint, so this one must be train.learning_rate's
+    # the optimizer as the runs configure it (a resumed run sets train.learning_rate
+    # again over the one this checkpoint holds; the same value keeps that out of the test)
     cfg = config.load(None, [a for a in COMMON if a.startswith(("--model.", "--train."))])
     tf.keras.utils.set_random_seed(99)
     model = models.build(cfg)

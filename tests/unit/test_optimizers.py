@@ -48,3 +48,27 @@ def test_keras_and_v1_optimizers_take_the_same_hyperparameters(
     assert getattr(o, "_lr", getattr(o, "_learning_rate", None)) == pytest.approx(0.03)
     for arg, value in v1_hyper.items():
         assert getattr(o, arg) == pytest.approx(value), arg
+
+
+@pytest.mark.parametrize("precision", ["none", "float16"])
+def test_a_restored_keras_optimizer_takes_the_configs_learning_rate_again(tmp_path, precision):
+    """Keras keeps the learning rate in a variable that checkpoints restore: without
+    set_learning_rate a resumed run would train at the old run's rate."""
+    import tensorflow as tf
+
+    from hvdbench.components import training
+
+    def optimizer(lr: float):
+        train = config.load(
+            None, [f"--train.learning_rate={lr}", f"--train.mixed_precision={precision}"]
+        ).train
+        opt = training.make_optimizer(train)
+        training.build_optimizer_state(opt, [tf.Variable([1.0, 2.0])])
+        return opt
+
+    saved = tf.train.Checkpoint(optimizer=optimizer(0.1)).save(str(tmp_path / "ckpt"))
+    resumed = optimizer(0.02)
+    tf.train.Checkpoint(optimizer=resumed).restore(saved).expect_partial()
+    assert float(resumed.learning_rate) == pytest.approx(0.1)  # the checkpoint's
+    assert training.set_learning_rate(resumed, 0.02) == pytest.approx(0.1)
+    assert float(resumed.learning_rate) == pytest.approx(0.02)
