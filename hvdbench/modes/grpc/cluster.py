@@ -276,8 +276,8 @@ def scatter_addresses(my_address: str, num_ps: int) -> TaskView:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
-    addresses = comm.gather(my_address, root=0)
-    views = task_views(addresses, num_ps) if comm.Get_rank() == 0 else None
+    addresses = comm.gather(my_address, root=0)  # None except on rank 0
+    views = task_views(addresses, num_ps) if addresses is not None else None
     view: TaskView = comm.scatter(views, root=0)
     return view
 
