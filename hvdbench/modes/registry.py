@@ -75,8 +75,13 @@ class Mode(abc.ABC):
 
         Bound, kept for jobs of thousands of ranks: O(ranks) on the chief and O(1) per
         worker. Horovod sends to the chief only (an alltoall); the ps modes put into ps 0's
-        queue, which the chief alone takes from. This default, an all-gather, is O(ranks)
-        per worker: a mode overrides it where its collectives allow."""
+        queue, which the chief alone takes from (and their address exchange before it,
+        :func:`hvdbench.modes.grpc.cluster.scatter_addresses`, gives a worker O(num_ps)).
+        This default, an all-gather, is O(ranks) per worker: a mode overrides it where its
+        collectives allow. ``collective_all_reduce`` does under MPI (an mpi4py gather);
+        otherwise it keeps this default, since ``MultiWorkerMirroredStrategy`` has no
+        gather to one task, and its start-up is O(ranks) per worker anyway: its
+        ``TF_CONFIG`` lists every worker."""
         return self.gather(obj)
 
     @abc.abstractmethod

@@ -77,7 +77,17 @@ def make_replica_step(cfg: Config, strategy: Any, model: Any, opt: Any) -> Any:
 
 @register("collective_all_reduce")
 class CollectiveAllReduceMode(Mode):
-    """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce)."""
+    """Keras model under ``MultiWorkerMirroredStrategy`` (gRPC ring all-reduce).
+
+    Start-up bound: O(ranks) per worker, not O(1). The strategy reads every worker's
+    address from ``TF_CONFIG`` (about 25 bytes a rank), so under MPI the addresses are
+    all-gathered (:func:`cluster.exchange_addresses
+    <hvdbench.modes.grpc.cluster.exchange_addresses>`), and its own start-up (the group's
+    device list, the variables' broadcast) is O(ranks) per worker too. :meth:`exchange`
+    reaches the chief only under MPI (an mpi4py gather, O(1) per worker); otherwise it is
+    :meth:`gather`, an all-gather: the strategy's collectives have no gather to one task
+    (all-reduce, all-gather and broadcast only), so each worker receives every rank's
+    object, padded to the widest."""
 
     capabilities = MODE_CAPABILITIES["collective_all_reduce"]
 
@@ -95,8 +105,10 @@ class CollectiveAllReduceMode(Mode):
         from hvdbench.modes.grpc import runtime as grpc_runtime
 
         tf.get_logger().setLevel("ERROR")
-        self.membership = grpc_runtime.resolve(self.cfg, self.topo, self.layout)
-        spec, role = self.membership.spec, self.membership.role
+        # Every worker's address: the strategy's TF_CONFIG lists them all (O(ranks) per
+        # worker, the one start-up exchange that cannot be O(1); see the class docstring).
+        self.membership = grpc_runtime.resolve(self.cfg, self.topo, self.layout, whole=True)
+        spec, role = self.membership.spec.spec(), self.membership.role
         cluster.check_port_free(spec.address(role), f"worker task {role.index}")
         os.environ["TF_CONFIG"] = cluster.tf_config(spec, role)
         # The strategy takes one timeout for all its collectives. The first of them (the
@@ -115,7 +127,7 @@ class CollectiveAllReduceMode(Mode):
 
     @property
     def num_workers(self) -> int:
-        return len(self.membership.spec.worker)
+        return self.membership.spec.num_workers
 
     def build(self) -> None:
         import tensorflow as tf
@@ -175,6 +187,18 @@ class CollectiveAllReduceMode(Mode):
             n = int.from_bytes(row[:8].tobytes(), "little")
             out.append(json.loads(row[8 : 8 + n].tobytes()))
         return out
+
+    def exchange(self, obj: Any) -> list[Any] | None:
+        """Every worker's start-up object on the chief. Under MPI an mpi4py gather to
+        rank 0 (worker 0, there is no ps): O(ranks) on the chief, O(1) per worker.
+        Otherwise :meth:`gather`, the strategy's all-gather: O(ranks) per worker (see the
+        class docstring)."""
+        if not self.membership.under_mpi:
+            return self.gather(obj)
+        from mpi4py import MPI
+
+        items = MPI.COMM_WORLD.gather(obj, root=0)
+        return None if items is None else list(items)
 
     def any_rank(self, flag: bool) -> bool:
         return self._all_reduce_max(1 if flag else 0) > 0

@@ -167,6 +167,28 @@ def test_mpirun_roles_from_ranks(tmp_path):
     assert [r["core_slot"] for r in rec["topology"]["ranks"]] == [[0, 2], [1, 2]]
 
 
+def test_mpirun_workers_get_only_the_ps_tasks_and_themselves(tmp_path):
+    """1 ps + 3 workers under mpirun: the addresses are gathered to rank 0 and scattered,
+    so workers 1 and 2 get two addresses (the ps and their own) while the chief gets all
+    four, and training with sparse ClusterSpecs (sync, SyncReplicasOptimizer's queues on
+    the ps) still reaches its step target."""
+    cmd = [
+        "mpirun", "-np", "4", "--oversubscribe", "--bind-to", "none",
+        sys.executable, "-m", "hvdbench", "run",
+        "--mode.name=parameter_server", "--ps.num_ps=1", f"--output.dir={tmp_path}", *FAST,
+    ]  # fmt: skip
+    r = run(cmd, timeout=150, env=base_env())
+    assert not r.timed_out and r.returncode == 0, r.output[-3000:]
+    assert "Traceback" not in r.output
+    assert leftover(str(tmp_path)) == []
+    rec = one_record(tmp_path)
+    assert rec["status"] == "complete" and rec["totals"]["num_steps"] == 5
+    d = rec["mode_details"]
+    assert (d["num_ps"], d["num_workers"]) == (1, 3)
+    assert d["cluster_complete"] and len(d["cluster"]["worker"]) == 3  # the chief's record
+    assert [w["addresses_known"] for w in d["workers"]] == [4, 2, 2]
+
+
 def test_mpirun_wrong_rank_count_shows_the_arithmetic(tmp_path):
     cmd = [
         "mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none",

@@ -87,7 +87,7 @@ class GrpcGraphMode(Mode):
 
     @property
     def num_workers(self) -> int:
-        return len(self.membership.spec.worker)
+        return self.membership.spec.num_workers
 
     @property
     def sync(self) -> bool:
@@ -286,6 +286,8 @@ class GrpcGraphMode(Mode):
             "worker": self.worker_index,
             "global_steps_seen": self._global_steps,
             "drained_steps": self.drained_steps,
+            # what this worker was given of the cluster: O(num_ps) unless it is the chief
+            "addresses_known": self.membership.spec.num_addresses,
         }
         if not self.is_chief:
             self._close_training_session()
@@ -319,7 +321,8 @@ class GrpcGraphMode(Mode):
                 items.append(item)
 
     def exchange(self, obj: Any) -> list[Any] | None:
-        """Start-up exchange through ps 0's gather queue; the training session stays open."""
+        """Start-up exchange through ps 0's gather queue; the training session stays open.
+        O(ranks) on the chief, which alone takes from the queue; O(1) per worker."""
         if not self.is_chief:
             self.control.put({"index": self.worker_index, "obj": obj, "extra": {}})
             return None

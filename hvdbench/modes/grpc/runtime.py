@@ -37,7 +37,7 @@ from hvdbench.launch import netinfo
 from hvdbench.launch.job import JobLayout, Role
 from hvdbench.launch.topology import Topology
 from hvdbench.modes.grpc import cluster
-from hvdbench.modes.grpc.cluster import ClusterSpec
+from hvdbench.modes.grpc.cluster import TaskView
 
 v1 = tf.compat.v1
 
@@ -50,18 +50,27 @@ STOP_GRACE_S = 1.0
 
 @dataclass(frozen=True)
 class Membership:
-    """Where this process is: the cluster, its role, and whether MPI started it."""
+    """Where this process is: what it knows of the cluster, its role, and whether MPI
+    started it."""
 
-    spec: ClusterSpec
+    spec: TaskView
     role: Role
     under_mpi: bool
 
 
-def resolve(cfg: Config, topo: Topology, layout: JobLayout) -> Membership:
-    """The cluster and this process's role: explicit, or from the launcher's ranks."""
+def resolve(cfg: Config, topo: Topology, layout: JobLayout, whole: bool = False) -> Membership:
+    """The cluster and this process's role: explicit, or from the launcher's ranks.
+
+    From ranks, each task gets its :func:`cluster.task_view <hvdbench.modes.grpc.cluster.task_view>`
+    (gathered to rank 0 and scattered: O(num_ps) for a worker other than the chief), or,
+    with ``whole`` (``collective_all_reduce``, whose TF_CONFIG lists every worker), every
+    address (an all-gather: O(ranks) per task). An explicit cluster (host lists, TF_CONFIG,
+    ``hvdbench run``'s own launch) is known whole without an exchange."""
     if cfg.cluster.job_name:
         return Membership(
-            cluster.explicit_spec(cfg), Role(cfg.cluster.job_name, cfg.cluster.task_index), False
+            TaskView.whole(cluster.explicit_spec(cfg)),
+            Role(cfg.cluster.job_name, cfg.cluster.task_index),
+            False,
         )
     if not topo.launched:
         raise UsageError(
@@ -82,18 +91,25 @@ def resolve(cfg: Config, topo: Topology, layout: JobLayout) -> Membership:
         "waiting for every rank in mpi4py's start-up (MPI_Init and the address exchange)",
         waiting=True,
     )
-    addresses = cluster.exchange_addresses(f"{host}:{port}")
-    if len(addresses) != topo.size:
+    mpi_size = cluster.mpi_world_size()
+    if mpi_size != topo.size:
         raise ClusterError(
-            f"mpi4py saw {len(addresses)} rank(s), the launcher {topo.size}: is mpi4py built "
+            f"mpi4py saw {mpi_size} rank(s), the launcher {topo.size}: is mpi4py built "
             "against the MPI that launched this job?"
         )
-    return Membership(cluster.spec_from_ranks(addresses, layout.num_ps), role, True)
+    address = f"{host}:{port}"
+    if whole:
+        addresses = cluster.exchange_addresses(address)
+        view = TaskView.whole(cluster.spec_from_ranks(addresses, layout.num_ps))
+    else:
+        view = cluster.scatter_addresses(address, layout.num_ps)
+    return Membership(view, role, True)
 
 
 def session_config(role: Role, intra: int, inter: int) -> Any:
     """A session that sees only the ps tasks and this task, so that no task waits for
-    the others to come up (or to stay up)."""
+    the others to come up (or to stay up), and a worker needs no other worker's address
+    (:func:`cluster.server_cluster <hvdbench.modes.grpc.cluster.server_cluster>`)."""
     filters = ["/job:ps", f"/job:{role.job}/task:{role.index}"]
     return v1.ConfigProto(
         device_filters=filters,
@@ -104,11 +120,12 @@ def session_config(role: Role, intra: int, inter: int) -> Any:
 
 
 def start_server(m: Membership, config: Any) -> Any:
-    """Start this task's gRPC server, after checking that its port is free."""
+    """Start this task's gRPC server on its sparse cluster (a worker: the ps tasks and
+    itself), after checking that its port is free."""
     address = m.spec.address(m.role)
     cluster.check_port_free(address, f"{m.role.job} task {m.role.index}")
     return tf.distribute.Server(
-        tf.train.ClusterSpec(m.spec.as_dict()),
+        tf.train.ClusterSpec(cluster.server_cluster(m.spec, m.role)),
         job_name=m.role.job,
         task_index=m.role.index,
         protocol="grpc",
