@@ -601,16 +601,9 @@ def commit() -> str | None:
 
 
 # One run per mode reading real data, two compute ranks each (two devices in one process
-# for the local-device modes), with data.compare_synthetic: the record's input_pipeline
-# holds real against synthetic step time of the same run.
-REAL_DATA_MODES: dict[str, list[str]] = {
-    "horovod": ["--mode.name=horovod", "--np", "2"],
-    "parameter_server": ["--mode.name=parameter_server", "--np", "2"],
-    "distributed_replicated": ["--mode.name=distributed_replicated", "--np", "2"],
-    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
-    "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
-    "independent": ["--mode.name=independent", "--mode.num_devices=2"],
-}
+# for the local-device modes, as the tests start them: tests/modes.py), with
+# data.compare_synthetic: the record's input_pipeline holds real against synthetic step time
+# of the same run.
 
 
 def real_data(args: argparse.Namespace, out: str) -> list[dict[str, Any]]:
@@ -618,11 +611,13 @@ def real_data(args: argparse.Namespace, out: str) -> list[dict[str, Any]]:
     per mode: the input pipeline must not be the bottleneck (target 0.95)."""
     sys.path.insert(0, str(REPO))
     from tests import datagen
+    from tests.modes import two_ranks_each
 
     data = datagen.write_cifar10(Path(out) / "cifar10", per_file=2000, files=5, test=500)
-    ratios: dict[str, list[float]] = {m: [] for m in REAL_DATA_MODES}
+    modes = two_ranks_each()
+    ratios: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.repeats):
-        for mode, flags in REAL_DATA_MODES.items():
+        for mode, flags in modes.items():
             rec = hvdbench_run(
                 [
                     *flags,

@@ -15,6 +15,7 @@ import pytest
 from hvdbench import modes
 from tests import datagen, digits
 from tests.conftest import hvdbench, run
+from tests.modes import two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -24,14 +25,7 @@ BRIEF = [
     "--train.per_device_batch_size=8",
     "--ps.idle_timeout_s=60",
 ]
-PROCS = {
-    "horovod": ["--np", "2"],
-    "parameter_server": ["--np", "2"],
-    "distributed_replicated": ["--np", "2"],
-    "collective_all_reduce": ["--np", "2"],
-    "replicated": ["--mode.num_devices=2"],
-    "independent": ["--mode.num_devices=2"],
-}
+PROCS = {mode: flags[1:] for mode, flags in two_ranks_each().items()}  # without mode.name
 MODEL = {"mnist": "mnist_mlp", "cifar10": "trivial", "imagenet": "trivial", "synthetic": "trivial"}
 
 # (mode, data.source, train.mixed_precision, train.jit_compile, extra overrides): every

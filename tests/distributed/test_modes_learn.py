@@ -16,6 +16,7 @@ import pytest
 
 from tests import digits
 from tests.conftest import hvdbench
+from tests.modes import two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -33,14 +34,7 @@ TRAIN = [
     "--train.seed=7",
     "--ps.idle_timeout_s=60",
 ]
-MODES = {
-    "horovod": ["--mode.name=horovod", "--np", "2"],
-    "parameter_server": ["--mode.name=parameter_server", "--np", "2"],
-    "distributed_replicated": ["--mode.name=distributed_replicated", "--np", "2"],
-    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
-    "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
-    "independent": ["--mode.name=independent", "--mode.num_devices=2"],
-}
+MODES = two_ranks_each()
 
 
 @pytest.fixture(scope="module")

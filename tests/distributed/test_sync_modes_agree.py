@@ -32,6 +32,7 @@ import pytest
 
 from tests import digits
 from tests.conftest import hvdbench
+from tests.modes import two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -51,13 +52,10 @@ COMMON = [
     f"--checkpoint.max_to_keep={STEPS + 2}",
     "--ps.idle_timeout_s=60",
 ]
-MODES = {
-    "horovod": ["--mode.name=horovod", "--np", "2"],
-    "parameter_server": ["--mode.name=parameter_server", "--np", "2", "--ps.sync=true"],
-    "distributed_replicated": ["--mode.name=distributed_replicated", "--np", "2"],
-    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
-    "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
-}
+MODES = two_ranks_each(
+    "horovod", "parameter_server", "distributed_replicated", "collective_all_reduce", "replicated"
+)
+MODES["parameter_server"].append("--ps.sync=true")
 
 
 def initial_checkpoint(directory: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import base_env, hvdbench
+from tests.modes import two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -30,10 +31,8 @@ TINY = [
     "--train.display_every=1",
 ]
 XLA_MODES = {
+    **two_ranks_each("collective_all_reduce", "replicated", "independent"),
     "horovod": ["--mode.name=horovod", "--np", "1"],
-    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
-    "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
-    "independent": ["--mode.name=independent", "--mode.num_devices=2"],
 }
 
 
@@ -98,12 +97,7 @@ def test_xla_requested_without_proof_stops_the_run(tmp_path):
     assert rec["status"] == "incomplete" and "NotCompiledError" in rec["error"]
 
 
-RESUME_MODES = {
-    "horovod": ["--mode.name=horovod", "--np", "2"],
-    "collective_all_reduce": ["--mode.name=collective_all_reduce", "--np", "2"],
-    "replicated": ["--mode.name=replicated", "--mode.num_devices=2"],
-    "independent": ["--mode.name=independent", "--mode.num_devices=2"],
-}
+RESUME_MODES = two_ranks_each("horovod", "collective_all_reduce", "replicated", "independent")
 
 
 def saved_learning_rates(ckpt: Path) -> dict[str, float]:
