@@ -4,15 +4,12 @@ real-data rows, so that every one of them runs the same six modes the same way."
 
 from __future__ import annotations
 
-MODES = (
-    "horovod",
-    "parameter_server",
-    "distributed_replicated",
-    "collective_all_reduce",
-    "replicated",
-    "independent",
-)
-LOCAL_DEVICE_MODES = ("replicated", "independent")
+import typing
+
+from hvdbench import config
+
+MODES: tuple[str, ...] = typing.get_args(config.ModeName)  # the registry's order
+LOCAL_DEVICE_MODES = config.LOCAL_DEVICE_MODES
 
 
 def two_ranks(mode: str) -> list[str]:
