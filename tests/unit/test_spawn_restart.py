@@ -34,3 +34,17 @@ def test_no_restart_when_disabled(capsys):
     with ShellTasks([DIES], ["sleep 30"]) as tasks:
         assert spawn._supervise(tasks.procs, tasks.start, max_restarts=0) == 1
     assert "restarting" not in capsys.readouterr().err
+
+
+def test_the_supervisor_names_the_lost_task_not_the_peer_that_noticed_it():
+    """A killed worker's chief can exit (its watchdog saw the loss: EXIT_FAULT) within the
+    same poll as the worker: the line must name the killed worker, whatever the order."""
+    from hvdbench.components.watchdog import EXIT_FAULT
+    from hvdbench.launch.job import Role
+
+    chief, killed, ps = Role("worker", 0), Role("worker", 2), Role("ps", 0)
+    assert spawn.root_cause([(chief, EXIT_FAULT), (killed, -9)]) == (killed, -9)
+    assert spawn.root_cause([(killed, -9), (chief, EXIT_FAULT)]) == (killed, -9)
+    # otherwise ps tasks first, then workers, by index, as before
+    assert spawn.root_cause([(ps, 1), (killed, -9)]) == (ps, 1)
+    assert spawn.root_cause([(chief, EXIT_FAULT)]) == (chief, EXIT_FAULT)

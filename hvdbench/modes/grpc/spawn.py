@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from hvdbench.components import stopping
+from hvdbench.components import stopping, watchdog
 from hvdbench.config import Config
 from hvdbench.launch import launcher
 from hvdbench.launch.job import JobLayout, Role
@@ -130,6 +130,14 @@ def launch(cfg: Config, rank_argv: Sequence[str], dry_run: bool = False) -> int:
 
 # A worker that stopped early on a signal ends as 128 + signal, after the whole job agreed
 # to stop and the chief wrote its record: an orderly end, not a failure to tear down.
+def root_cause(failed: list[tuple[Role, int]]) -> tuple[Role, int]:
+    """The task to name when several have failed by the time the supervisor looks: one
+    that did not exit with :data:`~hvdbench.components.watchdog.EXIT_FAULT`, which a rank
+    returns when its watchdog saw *another* rank lost (a killed worker's peers can exit
+    within the same poll as the worker itself); ps tasks, then workers, by index."""
+    return min(failed, key=lambda rc: rc[1] == watchdog.EXIT_FAULT)
+
+
 STOP_CODES = frozenset(stopping.exit_code(s) for s in stopping.STOP_SIGNALS)
 
 
@@ -200,7 +208,7 @@ def _supervise(
             if c not in (None, 0) and not (c in STOP_CODES and not r.is_ps)
         ]
         if failed:
-            role, code = failed[0]
+            role, code = root_cause(failed)
             print(
                 f"hvdbench: {role.job} task {role.index} exited with code {code}; "
                 "stopping the other tasks",
