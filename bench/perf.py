@@ -102,17 +102,7 @@ def harness_overhead(args: argparse.Namespace, out: str) -> dict[str, Any]:
         return float(rec["totals"]["total_images_per_sec"])
 
     def minimal() -> float:
-        text = sh(
-            [
-                PY,
-                str(REPO / "bench" / "minimal_loop.py"),
-                f"--model={args.model}",
-                f"--batch={args.batch}",
-                f"--threads={threads}",
-                f"--warmup={args.warmup}",
-                f"--steps={args.steps}",
-            ]
-        )
+        text = sh(minimal_loop_cmd(args, threads))
         cpu["ref"].append(float(re.findall(r"cpu ms/image: ([\d.]+)", text)[-1]))
         return images_per_sec(text)
 
@@ -190,23 +180,25 @@ def limit_records(args: argparse.Namespace, n: int, out: str) -> list[dict[str, 
     return records
 
 
+def minimal_loop_cmd(args: argparse.Namespace, threads: int) -> list[str]:
+    """bench/minimal_loop.py with this run's model, batch and steps on ``threads`` threads."""
+    return [
+        PY,
+        str(REPO / "bench" / "minimal_loop.py"),
+        f"--model={args.model}",
+        f"--batch={args.batch}",
+        f"--threads={threads}",
+        f"--warmup={args.warmup}",
+        f"--steps={args.steps}",
+    ]
+
+
 def minimal_loops(args: argparse.Namespace, n: int) -> tuple[float, float]:
     """N minimal loops (bench/minimal_loop.py) started together, each pinned to its own
     cores: their summed images/sec and mean CPU ms per image."""
     cmds = []
     for i, mine in enumerate(pinned_slices(n)):
-        cmd = [
-            "taskset",
-            "-c",
-            ",".join(map(str, mine)),
-            PY,
-            str(REPO / "bench" / "minimal_loop.py"),
-            f"--model={args.model}",
-            f"--batch={args.batch}",
-            f"--threads={len(mine)}",
-            f"--warmup={args.warmup}",
-            f"--steps={args.steps}",
-        ]
+        cmd = ["taskset", "-c", ",".join(map(str, mine)), *minimal_loop_cmd(args, len(mine))]
         cmds.append((cmd, {"CUDA_VISIBLE_DEVICES": str(i % args.gpus)} if args.gpus else {}))
     outs = run_together(cmds)
     rate = sum(images_per_sec(o) for o in outs)
@@ -220,15 +212,16 @@ def limit_round(args: argparse.Namespace, n: int, out: str) -> dict[str, float]:
     best communication-free run). Their ratio is also the one-rank harness overhead."""
     recs = limit_records(args, n, out)
     ours = sum(r["totals"]["total_images_per_sec"] for r in recs)
+    ours_cpu = cpu_ms_per_image(recs)
     minimal, minimal_cpu = minimal_loops(args, n)
     best_is_ours = ours >= minimal
     return {
         "hvdbench_pinned": ours,
-        "hvdbench_pinned_cpu_ms_per_image": cpu_ms_per_image(recs),
+        "hvdbench_pinned_cpu_ms_per_image": ours_cpu,
         "minimal_pinned": minimal,
         "minimal_pinned_cpu_ms_per_image": minimal_cpu,
         "limit": max(ours, minimal),
-        "limit_cpu_ms_per_image": cpu_ms_per_image(recs) if best_is_ours else minimal_cpu,
+        "limit_cpu_ms_per_image": ours_cpu if best_is_ours else minimal_cpu,
         "limit_from": "hvdbench one-rank runs" if best_is_ours else "minimal loops",
     }
 
@@ -492,11 +485,11 @@ def summary(
     }
 
 
-def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def table(results: list[dict[str, Any]], args: argparse.Namespace, hw: dict[str, Any]) -> str:
     lines = [
         f"model {args.model}, per-device batch {args.batch}, {args.steps} measured steps, "
         f"{args.repeats} alternations, medians; {os.cpu_count()} cores",
-        f"CPU: {machine_line()}",
+        f"CPU: {machine_line(hw)}",
     ]
     if any("ratio" in r for r in results):
         lines += [
@@ -578,19 +571,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def machine_line() -> str:
-    """lscpu's model name and what tells same-named CPUs apart, for every figure."""
-    from hvdbench.components import record
-
-    hw = record.hardware()
+def machine_line(hw: dict[str, Any]) -> str:
+    """lscpu's model name and what tells same-named CPUs apart (from
+    :func:`hvdbench.components.record.hardware`), for every figure."""
     isa = "+".join(hw["cpu_isa"]) or "no AVX"
     return f"{hw['cpu_model']} ({hw['cpu_id']}; {isa}; BogoMIPS {hw['bogomips']})"
-
-
-def hardware() -> dict[str, Any]:
-    from hvdbench.components import record
-
-    return record.hardware()
 
 
 def commit() -> str | None:
@@ -734,7 +719,10 @@ def main() -> int:
             results.append(batch_scaling(args, out))
         if "realdata" in parts:
             results.extend(real_data(args, out))
-    text = table(results, args)
+    from hvdbench.components import record
+
+    hw = record.hardware()
+    text = table(results, args, hw)
     print(text)
     Path(args.out).write_text(
         json.dumps(
@@ -742,8 +730,8 @@ def main() -> int:
                 "args": vars(args),
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                 "commit": commit(),
-                "machine": machine_line(),
-                "hardware": hardware(),
+                "machine": machine_line(hw),
+                "hardware": hw,
                 "seconds": time.time() - started,
                 "results": results,
                 "table": text,
