@@ -89,6 +89,7 @@ JobName = Literal["", "ps", "worker"]
 LauncherName = Literal["auto", "horovodrun", "mpirun"]
 HorovodController = Literal["gloo", "mpi"]
 SrunController = Literal["mpi", "gloo"]
+CpuAllocator = Literal["bfc", "malloc"]
 
 MODEL_NAMES: tuple[ModelName, ...] = typing.get_args(ModelName)
 MODE_NAMES: tuple[ModeName, ...] = typing.get_args(ModeName)
@@ -407,6 +408,15 @@ class RuntimeConfig:
         "(OMPI_MCA_mpi_yield_when_idle=1, unless already set). A rank's TensorFlow threads "
         "and Horovod's background thread share its cores, so a spinning wait steals their "
         "compute; see docs/PERFORMANCE.md."
+    )
+    cpu_allocator: CpuAllocator = fld(
+        "TensorFlow's allocator for host memory. 'bfc': TensorFlow's pooling BFC allocator "
+        "(TF_CPU_ALLOCATOR_USE_BFC=1, unless already set), which keeps and reuses the step's "
+        "large buffers. 'malloc': TensorFlow's default, glibc malloc, which maps buffers "
+        "above its mmap threshold afresh and unmaps them on free, so that every step "
+        "page-faults them in again: 20-30% of a rank's CPU in the kernel on one 2-core "
+        "machine class, and it varies from rank to rank; see docs/PERFORMANCE.md.",
+        choices=typing.get_args(CpuAllocator),
     )
 
 

@@ -87,6 +87,32 @@ def mpi_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict
     return {k: env[k] for k in ("OMPI_MCA_mpi_yield_when_idle",) if k in env}
 
 
+def allocator_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """TensorFlow's host allocator for this process (``runtime.cpu_allocator``), set in
+    ``env`` before TensorFlow makes its first allocation unless the user set it. Returns
+    what is in effect: ``{"cpu_allocator": "bfc" | "malloc", "TF_CPU_ALLOCATOR_USE_BFC": ...}``.
+    """
+    if cfg.runtime.cpu_allocator == "bfc":
+        env.setdefault(BFC_ENV, "1")
+    value = env.get(BFC_ENV, "")
+    bfc = value.strip().lower() in ("1", "true")  # how TensorFlow's ReadBoolFromEnvVar reads it
+    return {"cpu_allocator": "bfc" if bfc else "malloc", BFC_ENV: value}
+
+
+BFC_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
+
+
+def host_memory_peak_bytes() -> int | None:
+    """The peak of TensorFlow's host tensors in this process, from the BFC allocator's
+    stats; None under malloc, which keeps none (TensorFlow refuses to report them)."""
+    import tensorflow as tf
+
+    try:
+        return int(tf.config.experimental.get_memory_info("CPU:0")["peak"])
+    except ValueError:
+        return None
+
+
 def thread_counts(cfg: Config, num_cores: int) -> tuple[int, int]:
     """(intra-op, inter-op) threads: the config's, or the cores this rank has and 0 (TF's)."""
     intra = cfg.runtime.intra_op_threads or max(1, num_cores)

@@ -45,6 +45,7 @@ def banner(cfg: Config, mode: modes.Mode, rank_info: dict[str, Any]) -> list[str
         f"Steps:       {cfg.train.num_warmup_steps} warm-up, {cfg.train.num_steps} measured",
         f"Threads:     intra-op {rank_info['intra_op_threads']}, inter-op "
         f"{rank_info['inter_op_threads'] or 'default'}; chief's cpus {rank_info['cpus']}",
+        f"Allocator:   {rank_info['allocator']['cpu_allocator']} (host memory)",
     ]
 
 
@@ -153,6 +154,7 @@ def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, A
     slot = layout.core_slot(topo.rank, topo.local_rank, topo.local_size)
     binding = runtime.bind(cfg, topo, slot)
     mpi_env = runtime.mpi_environment(cfg, os.environ)
+    allocator = runtime.allocator_environment(cfg, os.environ)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     local = not MODE_CAPABILITIES[cfg.mode.name].many_processes  # one process, many devices
     rank_info: dict[str, Any] = runtime.configure_tensorflow(
@@ -160,6 +162,7 @@ def _set_up_process(cfg: Config, topo: Topology) -> tuple[JobLayout, dict[str, A
     )
     rank_info["binding"] = binding.how
     rank_info["mpi_environment"] = mpi_env
+    rank_info["allocator"] = allocator
     rank_info.update(
         rank=topo.rank,
         host=topo.hostname,
@@ -268,6 +271,7 @@ def _collect(
             "cpu_seconds": run.cpu_seconds,
             "cpu_ms_per_image": 1000 * run.cpu_seconds / max(1, len(run.times) * mine.batch_size),
             "xla": hooks.xla_probe.final().to_dict(),
+            "host_memory_peak_bytes": runtime.host_memory_peak_bytes(),
         }
     )
 

@@ -46,6 +46,7 @@ def evaluate(cfg: Config, topo: Topology, argv: list[str]) -> int:
             f"hvdbench eval runs in one process, not {topo.size}: start it without a launcher"
         )
     cores = runtime.bind_cores(cfg, topo)
+    runtime.allocator_environment(cfg, os.environ)
     runtime.configure_tensorflow(cfg, topo, cores)
     import tensorflow as tf
 

@@ -143,6 +143,9 @@ def test_end_to_end_run_writes_a_record(tmp_path, which):
 
     assert rec["hardware"]["cpu_model"] == cpu_model() and rec["hardware"]["gpus"] == []
     assert rec["hardware"]["logical_cpus"] == os.cpu_count()
+    # TensorFlow's pooling host allocator is in effect in every rank: only BFC keeps stats
+    assert [r["allocator"]["cpu_allocator"] for r in rec["topology"]["ranks"]] == ["bfc"] * 2
+    assert all(p["host_memory_peak_bytes"] > 0 for p in rec["per_rank"])
     printed = float(r.stdout.split("total images/sec:")[1].split()[0])
     assert printed == pytest.approx(totals["total_images_per_sec"], abs=0.01)
 

@@ -6,6 +6,7 @@ import pytest
 
 from hvdbench import config
 from hvdbench.components import runtime
+from hvdbench.errors import UsageError
 from hvdbench.launch.job import JobLayout
 
 
@@ -99,3 +100,25 @@ def test_core_slot_from_ranks(
 ) -> None:
     cfg = config.load(None, ["--mode.name=parameter_server"])
     assert core_slot(cfg, rank, local_rank, local_size, num_ps) == slot
+
+
+def test_bfc_allocator_is_the_default_and_the_user_wins() -> None:
+    env: dict[str, str] = {}
+    got = runtime.allocator_environment(config.load(None, []), env)
+    assert env == {"TF_CPU_ALLOCATOR_USE_BFC": "1"}
+    assert got == {"cpu_allocator": "bfc", "TF_CPU_ALLOCATOR_USE_BFC": "1"}
+    env = {"TF_CPU_ALLOCATOR_USE_BFC": "false"}  # the user's setting stands, and is reported
+    assert runtime.allocator_environment(config.load(None, []), env)["cpu_allocator"] == "malloc"
+    env = {}
+    off = config.load(None, ["--runtime.cpu_allocator=malloc"])
+    assert runtime.allocator_environment(off, env) == {
+        "cpu_allocator": "malloc",
+        "TF_CPU_ALLOCATOR_USE_BFC": "",
+    }
+    assert env == {}
+
+
+def test_cpu_allocator_refuses_an_unknown_value() -> None:
+    with pytest.raises(UsageError) as e:
+        config.load(None, ["--runtime.cpu_allocator=tcmalloc"])
+    assert "runtime.cpu_allocator" in str(e.value) and "bfc" in str(e.value)
