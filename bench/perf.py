@@ -596,7 +596,7 @@ def real_data(args: argparse.Namespace, out: str) -> list[dict[str, Any]]:
     from tests.modes import two_ranks_each
 
     data = datagen.write_cifar10(Path(out) / "cifar10", per_file=2000, files=5, test=500)
-    modes = two_ranks_each()
+    modes = two_ranks_each(*args.modes)
     ratios: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.repeats):
         for mode, flags in modes.items():
@@ -634,6 +634,12 @@ def main() -> int:
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--ranks", type=int, default=2)
+    p.add_argument(
+        "--modes",
+        type=lambda v: [m for m in v.split(",") if m],
+        default=[],
+        help="realdata: these modes only, comma-separated (default: all six)",
+    )
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (10)")
     p.add_argument("--steps", type=int, default=None, help="measured steps (60; --quick 30)")
     p.add_argument("--repeats", type=int, default=3)
