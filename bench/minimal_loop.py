@@ -2,8 +2,8 @@
 
 The same model, batch, optimizer, loss (cross-entropy plus the L2 term on the kernels, at
 hvdbench's default `train.weight_decay` unless `--weight-decay` says otherwise) and thread
-count as `hvdbench run --np 1`, with nothing else: a tf.function step on one synthetic batch, timed from the first measured step to a
-final host sync. Prints `images/sec: X` and the process's CPU milliseconds per image.
+count as `hvdbench run --np 1`, with nothing else: a tf.function step on one synthetic
+batch, timed from the first measured step to a final host sync. Prints `images/sec: X` and the process's CPU milliseconds per image.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     from hvdbench import config, models
+    from hvdbench.components import training
 
     cfg = config.load(None, [f"--model.name={a.model}"])
     model = models.build(cfg)
@@ -40,7 +41,7 @@ def main() -> None:
     train = cfg.train
     opt = tf.keras.optimizers.SGD(train.learning_rate, momentum=train.momentum)
     decay = train.weight_decay if a.weight_decay is None else a.weight_decay
-    kernels = [v for v in model.trainable_variables if len(v.shape) >= 2]
+    kernels = training.decayed_variables(model)  # the variables hvdbench's L2 term covers
 
     @tf.function
     def step() -> tf.Tensor:

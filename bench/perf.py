@@ -618,6 +618,20 @@ def real_data(args: argparse.Namespace, out: str) -> list[dict[str, Any]]:
     ]
 
 
+def mode_list(text: str) -> list[str]:
+    """--modes: comma-separated mode names, each one of hvdbench's (checked before any run)."""
+    sys.path.insert(0, str(REPO))
+    from tests.modes import MODES
+
+    names = [m for m in text.split(",") if m]
+    unknown = [m for m in names if m not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown)}: not a mode; one of {', '.join(MODES)}"
+        )
+    return names
+
+
 def human(n: int | None) -> str:
     if n is None:
         return "never"
@@ -636,7 +650,7 @@ def main() -> int:
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument(
         "--modes",
-        type=lambda v: [m for m in v.split(",") if m],
+        type=mode_list,
         default=[],
         help="realdata: these modes only, comma-separated (default: all six)",
     )

@@ -87,6 +87,9 @@ def mpi_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict
     return {k: env[k] for k in ("OMPI_MCA_mpi_yield_when_idle",) if k in env}
 
 
+BFC_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
+
+
 def allocator_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
     """TensorFlow's host allocator for this process (``runtime.cpu_allocator``), set in
     ``env`` before TensorFlow makes its first allocation unless the user set it. Returns
@@ -97,9 +100,6 @@ def allocator_environment(cfg: Config, env: dict[str, str] | os._Environ[str]) -
     value = env.get(BFC_ENV, "")
     bfc = value.strip().lower() in ("1", "true")  # how TensorFlow's ReadBoolFromEnvVar reads it
     return {"cpu_allocator": "bfc" if bfc else "malloc", BFC_ENV: value}
-
-
-BFC_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
 
 
 def host_memory_peak_bytes() -> int | None:
