@@ -31,9 +31,13 @@ PYTEST_ARGS ?=
 
 # The TensorFlow matrix: one exact release per supported minor. `make install TF=2.18`
 # selects one; every minor but the default gets its own venv (.venv-tf2.18), so a second
-# install never switches an existing one. The default is this one line.
-TF_DEFAULT := 2.14
-TF ?= $(TF_DEFAULT)
+# install never switches an existing one. The default is this one line: the newest release
+# that passes every tier here with Horovod (README's install table). A GPU build's default
+# is the newest release Horovod builds against unpatched, since the patch is for CPU builds.
+TF_DEFAULT := 2.21
+TF_DEFAULT_GPU := 2.18
+TF_FLAVOR_DEFAULT := $(if $(filter 1,$(GPU)),$(TF_DEFAULT_GPU),$(TF_DEFAULT))
+TF ?= $(TF_FLAVOR_DEFAULT)
 TF_NEWEST := 2.21
 TF_PIN_2.14 := 2.14.1
 TF_PIN_2.15 := 2.15.1
@@ -44,13 +48,13 @@ TF_PIN_2.19 := 2.19.1
 TF_PIN_2.20 := 2.20.0
 TF_PIN_2.21 := 2.21.0
 TF_SUPPORTED := 2.14 2.15 2.16 2.17 2.18 2.19 2.20 2.21
-# Horovod 0.28.1 is built for these minors (README's install table says which were
-# measured); the others install without Horovod, and --mode.name=horovod says so.
+# Horovod 0.28.1 is built from PyPI for these minors (README's install table: measured)...
 # hvdbench/tfcompat.py holds the same lists (tests/unit/test_makefile.py keeps them equal).
 HOROVOD_TF := 2.14 2.15 2.16 2.17 2.18
-# CPU builds for these minors patch Horovod's checksum-verified sdist first (patches/):
-# Horovod's XLA ops, GPU-only, are left out, since their headers do not compile there.
-HOROVOD_PATCHED_TF := 2.21
+# ... and for these from its checksum-verified sdist, patched first (patches/) in CPU builds:
+# Horovod's XLA ops, GPU-only, are left out, since TensorFlow's XLA headers do not compile
+# there. GPU builds of these install without Horovod, and --mode.name=horovod says so.
+HOROVOD_PATCHED_TF := 2.19 2.20 2.21
 HOROVOD_PATCH := patches/horovod-$(HOROVOD_VERSION)-cpu-without-xla-ops.patch
 HOROVOD_SDIST_SHA256 := 92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0
 TF_VERSION := $(TF_PIN_$(TF))
@@ -62,7 +66,7 @@ WITH_HOROVOD ?= $(if $(filter $(TF),$(HOROVOD_TF))$(PATCH_HOROVOD),1,0)
 # From 2.16 on tf.keras is Keras 3; hvdbench uses Keras 2 (tf-keras of the same minor).
 TF_MINOR := $(word 2,$(subst ., ,$(TF)))
 KERAS_REQ := $(if $(filter 14 15,$(TF_MINOR)),,"tf-keras~=$(TF).0")
-VENV ?= $(if $(filter $(TF),$(TF_DEFAULT)),.venv,.venv-tf$(TF))
+VENV ?= $(if $(filter $(TF),$(TF_FLAVOR_DEFAULT)),.venv,.venv-tf$(TF))
 
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
@@ -84,7 +88,9 @@ else
 endif
 HOROVOD_PIP_FLAGS := --no-build-isolation --no-cache-dir --force-reinstall
 
-PY_DEPS := "$(TF_REQ)" $(KERAS_REQ) "numpy<2" mpi4py matplotlib
+# TensorBoard of the same minor: summary.dir writes through it and the tests read it back;
+# TensorFlow 2.20 and newer no longer install it themselves.
+PY_DEPS := "$(TF_REQ)" $(KERAS_REQ) "tensorboard~=$(TF).0" "numpy<2" mpi4py matplotlib
 DEV_DEPS := pytest pytest-timeout hypothesis ruff mypy reframe-hpc scikit-learn
 
 # What the venv holds; a venv made for another TensorFlow is never installed over.
@@ -100,7 +106,7 @@ STAMP_CHECK := $(VENV)/.stamp-checked-$(FLAVOR)-tf$(TF_VERSION)$(if $(filter 1,$
 help:
 	@echo "make install      $(VENV) with TensorFlow $(TF_VERSION), Horovod $(HOROVOD_VERSION) (GPU=1 for NCCL)"
 	@echo "                  TF=2.x picks another TensorFlow ($(TF_SUPPORTED)) in .venv-tf2.x"
-	@echo "make test-compat  on TensorFlow $(TF_NEWEST) (.venv-tf$(TF_NEWEST)): unit tier + non-Horovod modes"
+	@echo "make test-compat  on TensorFlow $(TF_PIN_$(TF_COMPAT)) (.venv-tf$(TF_COMPAT)): unit tier + the modes' multi-process tests"
 	@echo "make bench        install, then a 2-rank Horovod benchmark with synthetic data"
 	@echo "make test         install (Slurm too), then all test tiers (each tier's time is printed)"
 	@echo "make test-slurm   the Slurm tier alone: a real local Slurm runs the slurm/ scripts"
@@ -115,7 +121,8 @@ install: venv-guard $(STAMP_CHECK)
 venv-guard:
 	@have=$$(cat $(VENV_MARK) 2>/dev/null || { test -e $(VENV)/.stamp-deps-cpu && echo tensorflow-cpu==2.14.1; } || true); \
 	if [ -n "$$have" ] && [ "$$have" != "$(TF_REQ)" ]; then \
-	  echo "make: $(VENV) holds $$have; refusing to install $(TF_REQ) into it. Use its own venv (make install TF=$(TF) without VENV=, or another VENV=), or remove $(VENV) first" >&2; \
+	  held=$$(echo "$$have" | sed -n 's/.*==\([0-9]*\.[0-9]*\).*/\1/p'); \
+	  echo "make: $(VENV) holds $$have; refusing to install $(TF_REQ) into it. Remove $(VENV) first (rm -rf $(VENV)), or name another venv with VENV=; $$have goes into a venv of its own with make install TF=$$held$(if $(filter 1,$(GPU)), GPU=1)" >&2; \
 	  exit 2; \
 	fi
 
@@ -190,7 +197,8 @@ perf: install
 # slow machine), its wall time and its passed, skipped and failed counts (from pytest's
 # JUnit XML); a failing tier fails `make test`. A tier asked for by name must run: with
 # HVDBENCH_NO_SKIP=1 (tests/no_skip.py) a skipped test is a failure, as under CI=true.
-UNIT_TESTS ?= tests/unit
+# tests/compat: Keras 3 active anyway is stopped; only a TensorFlow with Keras 3 (>= 2.16) has it.
+UNIT_TESTS ?= tests/unit $(if $(KERAS_REQ),tests/compat)
 DISTRIBUTED_TESTS ?= tests/distributed
 SLURM_TESTS ?= tests/slurm
 MULTINODE_TESTS ?= tests/multinode
@@ -228,15 +236,18 @@ test-slurm: install-slurm
 test-multinode: install-slurm
 	$(call tier,multinode,$(MULTINODE_TESTS))
 
-# The newest TensorFlow, in its own venv: the unit tier and the multi-process tests of the
-# modes that need no Horovod (ps, distributed_replicated, collective_all_reduce).
-COMPAT_DISTRIBUTED := tests/compat tests/distributed/test_parameter_server.py tests/distributed/test_grpc_modes.py tests/distributed/test_graph_faults.py tests/distributed/test_backup_workers_fault.py
+# The other end of the matrix from the default (now the newest release, which `make test`
+# runs whole): the oldest release, the default until 2026-12, in its own venv. The unit tier
+# and the multi-process tests of every mode: Horovod's where it is built, the parameter-server
+# fallback, distributed_replicated and collective_all_reduce. TF_COMPAT=2.x picks another.
+TF_COMPAT ?= $(firstword $(TF_SUPPORTED))
+COMPAT_DISTRIBUTED := $(if $(filter 1,$(WITH_HOROVOD)),tests/distributed/test_horovod.py) tests/distributed/test_parameter_server.py tests/distributed/test_grpc_modes.py tests/distributed/test_graph_faults.py tests/distributed/test_backup_workers_fault.py
 
 test-compat:
 	@start=$$(date +%s); rc=0; \
-	{ $(MAKE) --no-print-directory install TF=$(TF_NEWEST) && \
-	  $(MAKE) --no-print-directory test-unit test-compat-distributed TF=$(TF_NEWEST); } || rc=$$?; \
-	echo "=== test-compat (TensorFlow $(TF_PIN_$(TF_NEWEST))): $$(( $$(date +%s) - start )) s (exit $$rc) ==="; \
+	{ $(MAKE) --no-print-directory install TF=$(TF_COMPAT) && \
+	  $(MAKE) --no-print-directory test-unit test-compat-distributed TF=$(TF_COMPAT); } || rc=$$?; \
+	echo "=== test-compat (TensorFlow $(TF_PIN_$(TF_COMPAT))): $$(( $$(date +%s) - start )) s (exit $$rc) ==="; \
 	exit $$rc
 
 test-compat-distributed:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-from hvdbench import tfconfig
+from hvdbench import tfcompat, tfconfig
 from hvdbench.errors import UsageError
 from hvdbench.hostlist import parse_host_list
 from hvdbench.models.specs import MODEL_SPECS
@@ -850,6 +850,8 @@ def validate(cfg: Config) -> None:
     if MODE_CAPABILITIES[cfg.mode.name].cluster_roles:
         _validate_cluster(cfg)
     trace_steps(cfg.trace.steps)
+    if cfg.summary.dir:
+        tfcompat.require_tensorboard("summary.dir")
     if cfg.data.source != "synthetic" and not cfg.data.dir:
         raise UsageError(
             f"data.dir: data.source={cfg.data.source!r} needs the directory of its files; "

@@ -41,8 +41,8 @@ TF_PINS = {
 }
 # The minors the Makefile builds Horovod 0.28.1 against (README's install table: measured),
 # and those of them whose CPU build needs hvdbench's patch (patches/; GPU builds get none).
-HOROVOD_TF = ("2.14", "2.15", "2.16", "2.17", "2.18", "2.21")
-HOROVOD_PATCHED_TF = ("2.21",)
+HOROVOD_TF = ("2.14", "2.15", "2.16", "2.17", "2.18", "2.19", "2.20", "2.21")
+HOROVOD_PATCHED_TF = ("2.19", "2.20", "2.21")
 # TensorFlow's distributions, in the order looked up without importing it.
 TF_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos")
 
@@ -118,6 +118,24 @@ def _legacy_flag_at_import() -> bool | None:
     tf = sys.modules.get("tensorflow")
     seen = getattr(tf, "_tf_uses_legacy_keras", None) if tf is not None else None
     return None if seen is None else bool(seen)
+
+
+def tensorboard_installed() -> bool:
+    """Whether TensorBoard is importable here (``tf.summary`` writes through it). TensorFlow
+    up to 2.19 requires it; 2.20 and newer do not install it, so ``make install`` does."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def require_tensorboard(key: str) -> None:
+    """One line, before anything starts, when ``key`` (summary.dir) needs TensorBoard."""
+    if tensorboard_installed():
+        return
+    tf_version = tensorflow_version() or "?"
+    raise UsageError(
+        f"{key}: TensorBoard summaries need the tensorboard package, which TensorFlow "
+        f"{tf_version} does not install: pip install 'tensorboard~={minor(tf_version)}.0' "
+        f"(make install TF={minor(tf_version)} does), or leave {key} empty"
+    )
 
 
 def horovod_installed() -> bool:

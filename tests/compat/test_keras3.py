@@ -1,6 +1,6 @@
 """Keras 3 active anyway (TensorFlow imported before hvdbench set TF_USE_LEGACY_KERAS):
-a run stops with one line. Only a TensorFlow of 2.16 or newer has Keras 3, so this runs in
-`make test-compat` (the newest TensorFlow), not in the default tiers."""
+a run stops with one line. Only a TensorFlow of 2.16 or newer has Keras 3, so the unit tier
+collects this directory there only (the Makefile's UNIT_TESTS)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hvdbench import tfcompat
 from tests.unit.test_tfcompat import TF, TF_MINOR, python
 
 pytestmark = pytest.mark.skipif(
-    TF_MINOR < (2, 16), reason="tf.keras is Keras 2 before TensorFlow 2.16: run make test-compat"
+    TF_MINOR < (2, 16),
+    reason="tf.keras is Keras 2 before TensorFlow 2.16 (the unit tier collects tests/compat from 2.16 on)",
 )
 
 

@@ -22,11 +22,17 @@ def dry_run(*args: str) -> list[str]:
     return make_n("VENV=/nonexistent/venv", *args)
 
 
+# The Makefile's own choices, even under `make test TF=2.x`, whose variables reach this
+# process's children through MAKEFLAGS.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
 def make_n(*args: str) -> list[str]:
     """What ``make install`` would run, whatever is installed."""
     out = subprocess.run(
         ["make", "-n", "-B", "install", *args],
         cwd=REPO,
+        env=CLEAN_ENV,
         capture_output=True,
         text=True,
         timeout=30,
@@ -45,7 +51,8 @@ def test_cpu_build():
     lines = dry_run()
     deps = line_with(lines, 'pip install -q "tensorflow')
     assert f'"tensorflow-cpu=={default_pin()}"' in deps and "mpi4py" in deps
-    hvd = line_with(lines, "horovod==0.28.1")
+    hvd = line_with(lines, "--no-build-isolation --no-cache-dir")  # from PyPI or patched sdist
+    assert hvd.endswith(("horovod==0.28.1", "/horovod-src/horovod-0.28.1"))
     for flag in (
         "HOROVOD_WITH_TENSORFLOW=1",
         "HOROVOD_WITH_MPI=1",
@@ -62,7 +69,7 @@ def test_cpu_build():
 
 def test_gpu_build_uses_nccl_and_bypasses_the_wheel_cache():
     lines = dry_run("GPU=1", "CUDA_HOME=/usr/local/cuda", "NCCL_HOME=/opt/nccl")
-    assert f'"tensorflow[and-cuda]=={default_pin()}"' in line_with(
+    assert f'"tensorflow[and-cuda]=={default_pin("TF_DEFAULT_GPU")}"' in line_with(
         lines, 'pip install -q "tensorflow'
     )
     hvd = line_with(lines, "horovod==0.28.1")
@@ -93,6 +100,13 @@ def test_default_tensorflow_is_one_variable_and_its_venv_is_dot_venv():
     deps = line_with(lines, 'pip install -q "tensorflow')
     assert f'"tensorflow-cpu=={pin}"' in deps
     assert deps.startswith(".venv/bin/python ")
+    # A GPU build's default: the newest minor Horovod builds against unpatched, in .venv too
+    gpu = re.search(r"^TF_DEFAULT_GPU := (\S+)$", text, re.M)
+    assert gpu and gpu.group(1) in tfcompat.HOROVOD_TF
+    assert gpu.group(1) not in tfcompat.HOROVOD_PATCHED_TF
+    deps = line_with(make_n("GPU=1"), 'pip install -q "tensorflow')
+    assert deps.startswith(".venv/bin/python ")
+    assert f'"tensorflow[and-cuda]=={tfcompat.TF_PINS[gpu.group(1)]}"' in deps
 
 
 def test_makefile_matrix_is_tfcompat_matrix():
@@ -167,7 +181,7 @@ def test_unsupported_tensorflow_is_refused_with_the_supported_list():
 
 
 # As `make test` runs the unit tier: --keep-going, which a sub-make inherits.
-KEEP_GOING = {**os.environ, "MAKEFLAGS": "k"}
+KEEP_GOING = {**CLEAN_ENV, "MAKEFLAGS": "k"}
 
 
 def test_a_venv_of_another_tensorflow_is_refused_untouched(tmp_path):
@@ -212,7 +226,7 @@ def makefile_text() -> str:
     return (REPO / "Makefile").read_text()
 
 
-def default_pin() -> str:
-    default = re.search(r"^TF_DEFAULT := (\S+)$", makefile_text(), re.M)
+def default_pin(variable: str = "TF_DEFAULT") -> str:
+    default = re.search(rf"^{variable} := (\S+)$", makefile_text(), re.M)
     assert default
     return tfcompat.TF_PINS[default.group(1)]

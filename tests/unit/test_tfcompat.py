@@ -114,3 +114,26 @@ def test_the_installed_check_reports_keras_2():
     assert (
         "Horovod installed" if tfcompat.horovod_installed() else "Horovod not installed"
     ) in last
+
+
+def test_summaries_without_tensorboard_exit_2_with_one_line_before_tensorflow(tmp_path):
+    # TensorFlow 2.20 and newer do not install TensorBoard; hidden here the same way.
+    code = (
+        "import sys; sys.modules['tensorboard'] = None; from hvdbench.cli import main; "
+        f"rc = main(['run', '--mode.name=replicated', '--summary.dir={tmp_path / 'tb'}', "
+        f"'--output.dir={tmp_path / 'out'}']); print('tensorflow' in sys.modules); sys.exit(rc)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=base_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout.split() == ["False"] and len(out.stderr.splitlines()) == 1, out.stderr
+    line = out.stderr.strip()
+    assert line.startswith("hvdbench: error: summary.dir: TensorBoard summaries need the")
+    assert f"pip install 'tensorboard~={tfcompat.minor(TF)}.0'" in line
+    assert not list(tmp_path.iterdir())
