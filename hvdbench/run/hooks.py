@@ -67,9 +67,13 @@ class RunHooks:
         :meth:`finish` removes."""
 
         if not self.mode.is_chief:
+            import atexit
+            import shutil
             import tempfile
 
             self._scratch = tempfile.mkdtemp(prefix="hvdbench-ckpt-")
+            # also when the run ends in an error before finish() (a peer's failure, say)
+            atexit.register(shutil.rmtree, self._scratch, ignore_errors=True)
         return Checkpointer(ckpt, objects, write_dir=self._scratch)
 
     # -- start

@@ -22,9 +22,14 @@ def dry_run(*args: str) -> list[str]:
     return make_n("VENV=/nonexistent/venv", *args)
 
 
-# The Makefile's own choices, even under `make test TF=2.x`, whose variables reach this
-# process's children through MAKEFLAGS.
-CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+# The Makefile's own choices, even under `make test TF=2.x VENV=...`, whose command-line
+# variables reach this process's children through MAKEFLAGS and the environment.
+_OVERRIDABLE = re.findall(r"^(\w+) \?=", (REPO / "Makefile").read_text(), re.M)
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", *_OVERRIDABLE)
+}
 
 
 def make_n(*args: str) -> list[str]:

@@ -63,7 +63,8 @@ def test_tf_keras_is_keras_2_in_an_hvdbench_process():
 
 def test_horovod_missing_names_where_horovod_builds(monkeypatch):
     monkeypatch.setattr(tfcompat, "horovod_installed", lambda: False)
-    monkeypatch.setattr(tfcompat, "tensorflow_version", lambda: "2.20.0")
+    # a release outside the matrix, and one inside it (a GPU build of 2.20 has no Horovod)
+    monkeypatch.setattr(tfcompat, "tensorflow_version", lambda: "2.22.0")
     with pytest.raises(UsageError) as e:
         tfcompat.require_horovod(("parameter_server", "collective_all_reduce"))
     msg = str(e.value)
@@ -72,7 +73,13 @@ def test_horovod_missing_names_where_horovod_builds(monkeypatch):
     assert msg.startswith(
         "mode.name: 'horovod' needs Horovod; hvdbench does not build Horovod 0.28.1 "
     )
-    assert "against TensorFlow 2.20.0. The newest TensorFlow Horovod builds against is " in msg
+    assert "against TensorFlow 2.22.0. The newest TensorFlow Horovod builds against is " in msg
+    monkeypatch.setattr(tfcompat, "tensorflow_version", lambda: "2.20.0")
+    with pytest.raises(UsageError) as e:
+        tfcompat.require_horovod(("parameter_server", "collective_all_reduce"))
+    assert str(e.value).startswith(
+        "mode.name: 'horovod' needs Horovod; Horovod is not installed with TensorFlow 2.20.0. "
+    )
     assert (
         f"{tfcompat.TF_PINS[newest]}: make install TF={newest} (with GPU=1: 2.18.1, TF=2.18)."
         in msg
