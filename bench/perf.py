@@ -741,7 +741,21 @@ def main() -> int:
     hw = record.hardware()
     text = table(results, args, hw)
     print(text)
-    Path(args.out).write_text(
+    write_json(args.out, args, started, hw, text, results=results, commands=COMMANDS)
+    return 0
+
+
+def write_json(
+    path: str | Path,
+    args: argparse.Namespace,
+    started: float,
+    hw: dict[str, Any],
+    text: str,
+    **body: Any,
+) -> None:
+    """A benchmark's JSON: its arguments, date, commit, CPU and duration, then ``body``
+    and the printed table (also bench/tf_versions.py's)."""
+    Path(path).write_text(
         json.dumps(
             {
                 "args": vars(args),
@@ -750,15 +764,14 @@ def main() -> int:
                 "machine": machine_line(hw),
                 "hardware": hw,
                 "seconds": time.time() - started,
-                "results": results,
+                **body,
                 "table": text,
-                "commands": COMMANDS,
             },
             indent=1,
+            default=str,  # Path arguments
         )
     )
-    print(f"\nwritten to {args.out} ({time.time() - started:.0f} s)")
-    return 0
+    print(f"\nwritten to {path} ({time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
     for r in result["results"]:
         if "ratio" not in r:
             continue
-        label = r["name"].split(" (")[0] if not r["name"].startswith("harness") else "harness"
-        label = label.replace(" / limit", "")
+        # perf.py's names: "harness overhead: ...", "one rank: ... (x N at once)",
+        # "horovod, mpirun (defaults) (2 ranks) / limit"
+        label = "harness" if r["name"].startswith("harness") else r["name"].split(" (")[0]
         got[label] = (r["median_ours"], r["ratio"])
     return got
 
@@ -156,25 +157,17 @@ def main() -> int:
             lines.append(f"| {lab}, {tv} | {spread(xs)} |")
     text = "\n".join(lines)
     print(text)
-    args.out.write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-                "commit": perf.commit(),
-                "machine": perf.machine_line(hw),
-                "hardware": hw,
-                "seconds": time.time() - started,
-                "versions": versions,
-                "rows": {tv: runs[tv] for tv in versions},
-                "same_round_ratio": cross,
-                "table": text,
-                "rounds": raw,
-            },
-            indent=1,
-        )
+    perf.write_json(
+        args.out,
+        args,
+        started,
+        hw,
+        text,
+        versions=versions,
+        rows={tv: runs[tv] for tv in versions},
+        same_round_ratio=cross,
+        rounds=raw,
     )
-    print(f"\nwritten to {args.out} ({time.time() - started:.0f} s)")
     return 0
 
 

@@ -87,21 +87,29 @@ def test_horovod_missing_names_where_horovod_builds(monkeypatch):
     assert "Modes that run here: parameter_server, collective_all_reduce" in msg
 
 
+def run_without(module: str, code: str, cwd) -> subprocess.CompletedProcess[str]:
+    """``code`` after ``from hvdbench.cli import main`` in a process where ``module`` is
+    hidden: sys.modules' None makes its import fail and find_spec say it is not there."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.modules[{module!r}] = None; from hvdbench.cli import main; {code}",
+        ],
+        env=base_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_horovod_mode_without_horovod_exits_2_with_one_line_before_tensorflow(tmp_path):
     # An environment without Horovod, also where this one has it: sys.modules' None makes
     # `import horovod` fail and find_spec say it is not there.
     start = time.monotonic()
-    code = (
-        "import sys; sys.modules['horovod'] = None; from hvdbench.cli import main; "
-        f"sys.exit(main(['run', '--np', '2', '--output.dir={tmp_path}']))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=base_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = run_without(
+        "horovod", f"sys.exit(main(['run', '--np', '2', '--output.dir={tmp_path}']))", tmp_path
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stdout == "" and len(out.stderr.splitlines()) == 1, out.stderr
@@ -126,18 +134,10 @@ def test_the_installed_check_reports_keras_2():
 def test_summaries_without_tensorboard_exit_2_with_one_line_before_tensorflow(tmp_path):
     # TensorFlow 2.20 and newer do not install TensorBoard; hidden here the same way.
     code = (
-        "import sys; sys.modules['tensorboard'] = None; from hvdbench.cli import main; "
         f"rc = main(['run', '--mode.name=replicated', '--summary.dir={tmp_path / 'tb'}', "
         f"'--output.dir={tmp_path / 'out'}']); print('tensorflow' in sys.modules); sys.exit(rc)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=base_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_without("tensorboard", code, tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stdout.split() == ["False"] and len(out.stderr.splitlines()) == 1, out.stderr
     line = out.stderr.strip()
