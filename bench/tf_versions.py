@@ -25,6 +25,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))  # hvdbench.components.record for the summary, under any python3
 
 import perf  # noqa: E402  (bench/perf.py: the table's CPU line)
 

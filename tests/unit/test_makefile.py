@@ -98,35 +98,27 @@ def test_gpu_build_without_explicit_homes_lets_horovod_find_them():
 
 def test_default_tensorflow_is_one_variable_and_its_venv_is_dot_venv():
     lines = make_n()  # the Makefile's own choice of venv
-    text = makefile_text()
-    default = re.search(r"^TF_DEFAULT := (\S+)$", text, re.M)
-    assert default, "TF_DEFAULT is the one line that sets the default TensorFlow"
-    pin = tfcompat.TF_PINS[default.group(1)]
+    pin = default_pin()  # TF_DEFAULT is the one line that sets the default TensorFlow
     deps = line_with(lines, 'pip install -q "tensorflow')
     assert f'"tensorflow-cpu=={pin}"' in deps
     assert deps.startswith(".venv/bin/python ")
     # A GPU build's default: the newest minor Horovod builds against unpatched, in .venv too
-    gpu = re.search(r"^TF_DEFAULT_GPU := (\S+)$", text, re.M)
-    assert gpu and gpu.group(1) in tfcompat.HOROVOD_TF
-    assert gpu.group(1) not in tfcompat.HOROVOD_PATCHED_TF
+    gpu = make_var("TF_DEFAULT_GPU")
+    assert gpu in tfcompat.HOROVOD_TF
+    assert gpu not in tfcompat.HOROVOD_PATCHED_TF
     deps = line_with(make_n("GPU=1"), 'pip install -q "tensorflow')
     assert deps.startswith(".venv/bin/python ")
-    assert f'"tensorflow[and-cuda]=={tfcompat.TF_PINS[gpu.group(1)]}"' in deps
+    assert f'"tensorflow[and-cuda]=={tfcompat.TF_PINS[gpu]}"' in deps
 
 
 def test_makefile_matrix_is_tfcompat_matrix():
-    text = makefile_text()
-    pins = dict(re.findall(r"^TF_PIN_(\S+) := (\S+)$", text, re.M))
+    pins = dict(re.findall(r"^TF_PIN_(\S+) := (\S+)$", makefile_text(), re.M))
     assert pins == tfcompat.TF_PINS
-    supported = re.search(r"^TF_SUPPORTED := (.+)$", text, re.M)
-    assert supported and supported.group(1).split() == list(tfcompat.TF_PINS)
-    horovod = re.search(r"^HOROVOD_TF := (.+)$", text, re.M)
-    patched = re.search(r"^HOROVOD_PATCHED_TF := (.*)$", text, re.M)
-    assert horovod and patched
-    assert tuple(patched.group(1).split()) == tfcompat.HOROVOD_PATCHED_TF
-    assert tuple(horovod.group(1).split() + patched.group(1).split()) == tfcompat.HOROVOD_TF
-    newest = re.search(r"^TF_NEWEST := (\S+)$", text, re.M)
-    assert newest and newest.group(1) == list(tfcompat.TF_PINS)[-1]
+    assert make_var("TF_SUPPORTED").split() == list(tfcompat.TF_PINS)
+    patched = tuple(make_var("HOROVOD_PATCHED_TF").split())
+    assert patched == tfcompat.HOROVOD_PATCHED_TF
+    assert tuple(make_var("HOROVOD_TF").split()) + patched == tfcompat.HOROVOD_TF
+    assert make_var("TF_NEWEST") == list(tfcompat.TF_PINS)[-1]
 
 
 @pytest.mark.parametrize("minor", list(tfcompat.TF_PINS))
@@ -135,8 +127,7 @@ def test_every_minor_installs_its_pin_into_its_own_venv(minor):
     pin = tfcompat.TF_PINS[minor]
     deps = line_with(lines, 'pip install -q "tensorflow')
     assert f'"tensorflow-cpu=={pin}"' in deps
-    default = re.search(r"^TF_DEFAULT := (\S+)$", makefile_text(), re.M)
-    venv = ".venv" if default and minor == default.group(1) else f".venv-tf{minor}"
+    venv = ".venv" if minor == make_var("TF_DEFAULT") else f".venv-tf{minor}"
     assert deps.startswith(f"{venv}/bin/python ")
     # Keras 2 from 2.16 on: tf-keras of the same minor
     if minor in ("2.14", "2.15"):
@@ -231,7 +222,12 @@ def makefile_text() -> str:
     return (REPO / "Makefile").read_text()
 
 
+def make_var(name: str) -> str:
+    """The value of a simple (``:=``) Makefile variable, as the Makefile's own line sets it."""
+    found = re.search(rf"^{name} := ?(.*)$", makefile_text(), re.M)
+    assert found, f"the Makefile sets {name} on a line of its own"
+    return found.group(1).strip()
+
+
 def default_pin(variable: str = "TF_DEFAULT") -> str:
-    default = re.search(rf"^{variable} := (\S+)$", makefile_text(), re.M)
-    assert default
-    return tfcompat.TF_PINS[default.group(1)]
+    return tfcompat.TF_PINS[make_var(variable)]
