@@ -619,6 +619,9 @@ def stop_details(
 
     The signal is the first one a rank received, in rank order (SIGTERM if the ranks
     stopped without one being known, which only a mode without a full gather can cause).
+    ``signals_by_rank`` is what each rank had received when the ranks gathered after
+    agreeing to stop. A signal that arrives later is not in it, though that rank still
+    exits with the agreed code.
     """
     seen = [s for s in signals_by_rank if s is not None]
     signum = (seen[0] if seen else int(signal.SIGTERM)) if stopped else None

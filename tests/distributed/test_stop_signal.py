@@ -57,6 +57,32 @@ def _rank_pid(top: int, rank: int) -> int | None:
     return None
 
 
+def _state(pid: int) -> str:
+    """The one-letter scheduler state of ``pid`` (``T`` once stopped), or ``""`` if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def _deliver_together(pids: list[int], signum: int) -> None:
+    """Send ``signum`` to every pid so that each has it before any can act on it.
+
+    A rank can reach a stop check between two ``os.kill`` calls and agree to stop with
+    the signal of only one rank. So the ranks are frozen first (SIGSTOP, waited for, at
+    most 30 s), signalled, and then resumed: each sees its signal on waking."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while any(_state(p) not in ("T", "t", "") for p in pids):
+        assert time.monotonic() < deadline, f"ranks {pids} did not stop in 30 s"
+        time.sleep(0.05)
+    for pid in pids:
+        os.kill(pid, signum)
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+
+
 def _signal_ranks(
     output_dir: Path, log: Path, signum: int, ranks: tuple[int, ...]
 ) -> tuple[int, str, float]:
@@ -81,8 +107,7 @@ def _signal_ranks(
         pids = [_rank_pid(proc.pid, r) for r in ranks]
         assert None not in pids, f"ranks {ranks} not found"
         sent = time.monotonic()
-        for pid in pids:
-            os.kill(pid, signum)  # type: ignore[arg-type]
+        _deliver_together(pids, signum)  # type: ignore[arg-type]
         rc = proc.wait(timeout=120)
         elapsed = time.monotonic() - sent
     finally:
