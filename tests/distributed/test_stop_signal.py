@@ -6,12 +6,14 @@ rank 1 alone, so only the collective agreement can stop rank 0 (the chief) at th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,16 +85,19 @@ def _deliver_together(pids: list[int], signum: int) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def _signal_ranks(
-    output_dir: Path, log: Path, signum: int, ranks: tuple[int, ...]
-) -> tuple[int, str, float]:
-    """Start a 2-rank mpirun job of a million steps (stop checks every 3), wait for its
-    warm-up, send ``signum`` to ``ranks``, and wait for the job to end. Returns its exit
-    code, its output and the seconds from the signal to the end; kills what is left."""
-    cmd = [sys.executable, "-m", "hvdbench", "run", "--np", "2", "--launch.launcher=mpirun",
-           "--model.name=trivial", "--train.per_device_batch_size=4",
-           "--train.num_steps=1000000", "--train.display_every=1000000",
-           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={output_dir}"]  # fmt: skip
+def _endless_job(output_dir: Path, *how: str) -> list[str]:
+    """A 2-rank ``hvdbench run`` of a million tiny steps that checks for a stop every 3."""
+    return [sys.executable, "-m", "hvdbench", "run", "--np", "2", *how,
+            "--model.name=trivial", "--train.per_device_batch_size=4",
+            "--train.num_steps=1000000", "--train.display_every=1000000",
+            "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={output_dir}"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _warmed_up(cmd: list[str], log: Path) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    """Start ``cmd`` in a session of its own with its output in ``log``, wait (at most
+    180 s) for its warm-up to end, and yield it with its descendants as they are then.
+    On the way out, whatever of them is left is killed."""
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=base_env(),
                                 start_new_session=True)  # fmt: skip
@@ -104,12 +109,7 @@ def _signal_ranks(
             time.sleep(0.5)
         assert "Done warm up" in log.read_text(), log.read_text()
         everything = _descendants(proc.pid)
-        pids = [_rank_pid(proc.pid, r) for r in ranks]
-        assert None not in pids, f"ranks {ranks} not found"
-        sent = time.monotonic()
-        _deliver_together(pids, signum)  # type: ignore[arg-type]
-        rc = proc.wait(timeout=120)
-        elapsed = time.monotonic() - sent
+        yield proc, everything
     finally:
         for pid in [*everything, proc.pid]:
             try:
@@ -117,6 +117,22 @@ def _signal_ranks(
             except ProcessLookupError:
                 pass
         proc.wait()
+
+
+def _signal_ranks(
+    output_dir: Path, log: Path, signum: int, ranks: tuple[int, ...]
+) -> tuple[int, str, float]:
+    """Start a 2-rank mpirun job of a million steps (stop checks every 3), wait for its
+    warm-up, send ``signum`` to ``ranks``, and wait for the job to end. Returns its exit
+    code, its output and the seconds from the signal to the end; kills what is left."""
+    cmd = _endless_job(output_dir, "--launch.launcher=mpirun")
+    with _warmed_up(cmd, log) as (proc, _):
+        pids = [_rank_pid(proc.pid, r) for r in ranks]
+        assert None not in pids, f"ranks {ranks} not found"
+        sent = time.monotonic()
+        _deliver_together(pids, signum)  # type: ignore[arg-type]
+        rc = proc.wait(timeout=120)
+        elapsed = time.monotonic() - sent
     return rc, log.read_text(), elapsed
 
 
@@ -179,21 +195,8 @@ def test_parameter_server_stops_on_one_workers_signal(tmp_path: Path) -> None:
     the chief stops too, writes the incomplete record, the ps task is told to leave, and
     the job ends with 138 and no process left."""
     out = tmp_path / "out.txt"
-    cmd = [sys.executable, "-m", "hvdbench", "run", "--mode.name=parameter_server", "--np", "2",
-           "--model.name=trivial", "--train.per_device_batch_size=4",
-           "--train.num_steps=1000000", "--train.display_every=1000000",
-           "--train.num_warmup_steps=1", "--stop.check_every=3", f"--output.dir={tmp_path}"]  # fmt: skip
-    with open(out, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=base_env(),
-                                start_new_session=True)  # fmt: skip
-    everything: list[int] = []
-    try:
-        deadline = time.monotonic() + 180
-        while "Done warm up" not in out.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.5)
-        assert "Done warm up" in out.read_text(), out.read_text()
-        everything = _descendants(proc.pid)
+    cmd = _endless_job(tmp_path, "--mode.name=parameter_server")
+    with _warmed_up(cmd, out) as (proc, everything):
         worker1 = [
             p
             for p in everything
@@ -206,13 +209,6 @@ def test_parameter_server_stops_on_one_workers_signal(tmp_path: Path) -> None:
         rc = proc.wait(timeout=120)
         print(f"detection: parameter_server SIGUSR1 to worker 1 only, to job end "
               f"{time.monotonic() - sent:.1f} s")  # fmt: skip
-    finally:
-        for pid in [*everything, proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
     text = out.read_text()
     assert rc == 128 + signal.SIGUSR1, text
     assert "Traceback" not in text and "stopping the other tasks" not in text, text
