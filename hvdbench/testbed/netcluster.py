@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hvdbench.testbed import slurm_conf as slurm_conf_text
+from hvdbench.testbed import slurm_daemons
 
 MAX_NODES = 4
 MIN_BURST_BYTES = 64 * 1024
@@ -262,18 +263,10 @@ def mpi_conf(spec: NetSpec) -> str:
 # Running things
 
 
-def _tool(name: str) -> str:
-    for d in ("", "/usr/sbin", "/sbin", "/usr/local/sbin"):
-        p = shutil.which(name) if not d else os.path.join(d, name)
-        if p and os.access(p, os.X_OK):
-            return p
-    return name
-
-
 def _run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30) -> str:
     try:
         out = subprocess.run(
-            [_tool(cmd[0]), *cmd[1:]], capture_output=True, text=True, timeout=timeout
+            [slurm_daemons.tool(cmd[0]), *cmd[1:]], capture_output=True, text=True, timeout=timeout
         )
     except FileNotFoundError:
         raise NetClusterError(f"{cmd[0]} not found (iproute2, util-linux, Slurm)") from None
@@ -426,49 +419,27 @@ class NetCluster:
         pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
         if not self._alive(pids.get("munged")):
             m = root / "munge"
-            pids["munged"] = self._spawn(
-                "munged",
-                [
-                    _tool("munged"),
-                    "--foreground",
-                    "--force",
-                    f"--socket={m / 'munge.sock'}",
-                    f"--key-file={key}",
-                    f"--log-file={m / 'munged.log'}",
-                    f"--pid-file={m / 'munged.pid'}",
-                    f"--seed-file={m / 'munged.seed'}",
-                ],
-            )
+            pids["munged"] = self._spawn("munged", slurm_daemons.munged_command(m, key))
             self._wait(lambda: (m / "munge.sock").exists(), timeout, "munged's socket")
         if not self._alive(pids.get("slurmctld")):
-            pids["slurmctld"] = self._spawn(
-                "slurmctld", [_tool("slurmctld"), "-D", "-i", "-f", str(spec.conf)]
-            )
+            pids["slurmctld"] = self._spawn("slurmctld", slurm_daemons.slurmctld_command(spec.conf))
             self._wait(self._ctld_up, timeout, "slurmctld answering")
         for k in range(1, spec.nodes + 1):
             name = spec.node(k)
             if not self._alive(pids.get(name)):
-                pids[name] = self._spawn(name, slurmd_command(spec, k, _tool("slurmd")))
+                pids[name] = self._spawn(
+                    name, slurmd_command(spec, k, slurm_daemons.tool("slurmd"))
+                )
         state["pids"] = pids
         self._save_state(state)
         self._wait(self._all_idle, timeout, "every node idle")
 
     def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            time.sleep(0.3)
-        raise NetClusterError(f"timed out waiting for {what}:\n{self.logs()}")
+        if not slurm_daemons.wait_until(ready, timeout):
+            raise NetClusterError(f"timed out waiting for {what}:\n{self.logs()}")
 
     def scontrol(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [_tool("scontrol"), *args],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=timeout,
-        )
+        return slurm_daemons.scontrol(self.env(), *args, timeout=timeout)
 
     def _ctld_up(self) -> bool:
         return self.scontrol("ping").returncode == 0

@@ -14,31 +14,17 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hvdbench.testbed import slurm_conf
+from hvdbench.testbed import slurm_conf, slurm_daemons
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "sinfo")
 
 
 def missing_binaries() -> list[str]:
     """The Slurm and munge programs that are not installed (``make install-slurm``)."""
-    found = {b: shutil.which(b) or _sbin(b) for b in SLURM_BINARIES}
-    return [b for b, p in found.items() if not p]
-
-
-def _sbin(name: str) -> str | None:
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
-        p = os.path.join(d, name)
-        if os.access(p, os.X_OK):
-            return p
-    return None
-
-
-def _tool(name: str) -> str:
-    return shutil.which(name) or _sbin(name) or name
+    return [b for b in SLURM_BINARIES if not slurm_daemons.find(b)]
 
 
 def free_port() -> int:
@@ -99,23 +85,13 @@ class LocalSlurm:
             )
         )
         m = self.root / "munge"
-        self._spawn(
-            "munged",
-            [
-                _tool("munged"),
-                "--foreground",
-                "--force",
-                f"--socket={self.munge_socket}",
-                f"--key-file={key}",
-                f"--log-file={m / 'munged.log'}",
-                f"--pid-file={m / 'munged.pid'}",
-                f"--seed-file={m / 'munged.seed'}",
-            ],
-        )
+        self._spawn("munged", slurm_daemons.munged_command(m, key))
         self._wait_for(lambda: self.munge_socket.exists(), timeout, "munged socket")
-        self._spawn("slurmctld", [_tool("slurmctld"), "-D", "-i", "-f", str(self.conf)])
+        self._spawn("slurmctld", slurm_daemons.slurmctld_command(self.conf))
         self._wait_for(self._ctld_up, timeout, "slurmctld answering")
-        self._spawn("slurmd", [_tool("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)])
+        self._spawn(
+            "slurmd", [slurm_daemons.tool("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)]
+        )
         self._wait_for(self._node_idle, timeout, f"node {self.node} idle")
 
     def _check_alive(self) -> None:
@@ -123,23 +99,12 @@ class LocalSlurm:
             if p.poll() is not None:
                 raise RuntimeError(f"{name} exited with {p.returncode}:\n{self.logs()}")
 
-    def _wait_for(self, ready, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if ready():
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"local Slurm: timed out waiting for {what}:\n{self.logs()}")
+    def _wait_for(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        if not slurm_daemons.wait_until(ready, timeout, check=self._check_alive):
+            raise RuntimeError(f"local Slurm: timed out waiting for {what}:\n{self.logs()}")
 
     def scontrol(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [_tool("scontrol"), *args],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=timeout,
-        )
+        return slurm_daemons.scontrol(self.env(), *args, timeout=timeout)
 
     def _ctld_up(self) -> bool:
         return self.scontrol("ping").returncode == 0

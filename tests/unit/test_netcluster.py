@@ -3,12 +3,14 @@ validation; and the network helpers: Slurm slots in Horovod's terms, ip output p
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from hvdbench.launch import netinfo
 from hvdbench.testbed import netcluster as nc
+from hvdbench.testbed import slurm_daemons
 
 SPEC = nc.NetSpec(name="hvdnet", nodes=2, subnet="10.213.0", rate="1gbit", burst="256kb")
 
@@ -193,3 +195,43 @@ def test_ip_output_parsing() -> None:
     assert netinfo.parse_addr_owner(show, "10.213.0.11") == "eth0"
     assert netinfo.parse_addr_owner(show, "10.9.9.9") == ""
     assert netinfo.parse_addr_of(show, "eth0") == "10.213.0.11"
+
+
+def test_daemon_commands_keep_munge_state_in_one_directory(tmp_path: Path) -> None:
+    m = tmp_path / "munge"
+    cmd = slurm_daemons.munged_command(m, m / "munge.key")
+    assert cmd[0].endswith("munged") and cmd[1:3] == ["--foreground", "--force"]
+    assert f"--socket={m}/munge.sock" in cmd and f"--key-file={m}/munge.key" in cmd
+    assert {a.split("=")[0] for a in cmd[3:]} == {
+        "--socket", "--key-file", "--log-file", "--pid-file", "--seed-file",
+    }  # fmt: skip
+    assert all(a.split("=", 1)[1].startswith(str(m)) for a in cmd[3:])
+    ctld = slurm_daemons.slurmctld_command(tmp_path / "slurm.conf")
+    assert ctld[1:] == ["-D", "-i", "-f", str(tmp_path / "slurm.conf")]
+
+
+def test_find_looks_on_path_then_in_sbin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prog = tmp_path / "hvdbench-fake-daemon"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert slurm_daemons.find(prog.name) == str(prog)
+    monkeypatch.setattr(slurm_daemons, "SBIN_DIRS", (str(tmp_path),))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert slurm_daemons.find(prog.name) == str(prog)
+    assert slurm_daemons.find("hvdbench-no-such-daemon") is None
+    assert slurm_daemons.tool("hvdbench-no-such-daemon") == "hvdbench-no-such-daemon"
+
+
+def test_wait_until_is_bounded_and_stops_on_a_failed_check() -> None:
+    answers = iter([False, False, True])
+    assert slurm_daemons.wait_until(lambda: next(answers), 5, poll=0)
+    start = time.monotonic()
+    assert not slurm_daemons.wait_until(lambda: False, 0.2, poll=0.05)
+    assert time.monotonic() - start < 5
+
+    def dead() -> None:
+        raise RuntimeError("slurmctld exited with 1")
+
+    with pytest.raises(RuntimeError, match="slurmctld exited"):
+        slurm_daemons.wait_until(lambda: True, 5, check=dead)
