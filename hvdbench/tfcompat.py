@@ -4,7 +4,7 @@ hvdbench uses the Keras 2 API on purpose: the graph modes build Keras layers ins
 ``tf.compat.v1`` sessions, and Horovod's ``DistributedGradientTape`` needs Keras 2
 variables. From TensorFlow 2.16 on, ``tf.keras`` is Keras 3 unless ``TF_USE_LEGACY_KERAS=1``
 selects the ``tf-keras`` package, and TensorFlow reads that variable once, when it is
-imported. So :func:`use_legacy_keras` runs when the ``hvdbench`` package is imported,
+imported (2.15 reads it too, but needs it unset). So :func:`use_legacy_keras` runs when the ``hvdbench`` package is imported,
 before any of its modules imports TensorFlow, in every process hvdbench starts or a launcher
 starts for it (the parent, ranks, ps tasks, ``eval``); children inherit it.
 :func:`require_keras2` stops a process that finds Keras 3 active anyway.
@@ -28,6 +28,7 @@ from typing import Any
 from hvdbench.errors import UsageError
 
 LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
+KERAS3_FROM = (2, 16)  # the first release whose tf.keras is Keras 3
 # The Makefile's matrix: one exact release per supported minor.
 TF_PINS = {
     "2.14": "2.14.1",
@@ -51,9 +52,25 @@ class KerasError(UsageError):
     """Keras 3 is active where hvdbench needs Keras 2 (exit code 2, one line)."""
 
 
-def use_legacy_keras(env: MutableMapping[str, str] = os.environ) -> None:
-    """Select Keras 2 (tf-keras) for TensorFlow >= 2.16; TensorFlow <= 2.15 ignores it."""
-    env[LEGACY_KERAS_ENV] = "1"
+def needs_legacy_keras(tf_version: str | None) -> bool:
+    """Whether TensorFlow ``tf_version`` needs ``TF_USE_LEGACY_KERAS=1`` for Keras 2: from
+    2.16 on (and when the version is unknown). Not 2.15, whose own Keras is Keras 2: it
+    reads the variable too, and then insists on the tf-keras package, which it does not
+    need (measured: ``ImportError: Keras cannot be imported`` without it). 2.14 ignores it."""
+    try:
+        major, minor_ = (int(x) for x in (tf_version or "").split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor_) >= KERAS3_FROM
+
+
+def use_legacy_keras(
+    env: MutableMapping[str, str] = os.environ, tf_version: str | None = None
+) -> None:
+    """Select Keras 2 (tf-keras) where TensorFlow needs it (:func:`needs_legacy_keras`),
+    by the installed TensorFlow's version unless ``tf_version`` is given."""
+    if needs_legacy_keras(tf_version or tensorflow_version()):
+        env[LEGACY_KERAS_ENV] = "1"
 
 
 def tensorflow_version() -> str | None:
@@ -96,7 +113,10 @@ def require_keras2() -> dict[str, Any]:
         )
     if _legacy_flag_at_import() and importlib.util.find_spec("tf_keras") is None:
         raise KerasError(f"{_keras2_needed()}; tf-keras is not installed")
-    info = keras_info()
+    try:
+        info = keras_info()
+    except ImportError as e:  # e.g. TF_USE_LEGACY_KERAS=1 exported by hand on 2.15
+        raise KerasError(f"tf.keras cannot be imported: {e}") from None
     if info["flavour"] == "keras 3":
         raise KerasError(f"{_keras2_needed()}; tf.keras is Keras {info['version']}")
     return info

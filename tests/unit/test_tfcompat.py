@@ -36,11 +36,26 @@ def test_importing_hvdbench_selects_keras_2_before_tensorflow_is_imported(outsid
     env = {} if outside is None else {"TF_USE_LEGACY_KERAS": outside}
     out = python(
         "import os, sys, hvdbench.config; "
-        "print(os.environ['TF_USE_LEGACY_KERAS'], 'tensorflow' in sys.modules)",
+        "print(os.environ.get('TF_USE_LEGACY_KERAS', 'unset'), 'tensorflow' in sys.modules)",
         **env,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "False"]
+    # 2.16 and newer: set, whatever was outside; up to 2.15: left as it was
+    expected = "1" if tfcompat.needs_legacy_keras(TF) else (outside or "unset")
+    assert out.stdout.split() == [expected, "False"]
+
+
+@pytest.mark.parametrize(
+    ("version", "needed"),
+    [("2.14.1", False), ("2.15.1", False), ("2.16.2", True), ("2.16.0rc0", True),
+     ("2.21.0", True), ("3.0.0", True), (None, True), ("unknown", True)],
+)  # fmt: skip
+def test_legacy_keras_is_selected_from_2_16_on_and_left_alone_before(version, needed):
+    assert tfcompat.needs_legacy_keras(version) is needed
+    if version is not None:  # None: use_legacy_keras reads the installed version
+        env: dict[str, str] = {}
+        tfcompat.use_legacy_keras(env, tf_version=version)
+        assert env == ({"TF_USE_LEGACY_KERAS": "1"} if needed else {})
 
 
 def test_tf_keras_is_keras_2_in_an_hvdbench_process():
