@@ -136,7 +136,9 @@ def _legacy_flag_at_import() -> bool | None:
     """Whether TensorFlow (>= 2.16) saw TF_USE_LEGACY_KERAS=1 at its import; None for an
     older TensorFlow, whose tf.keras is always Keras 2, or before TensorFlow's import."""
     tf = sys.modules.get("tensorflow")
-    seen = getattr(tf, "_tf_uses_legacy_keras", None) if tf is not None else None
+    if tf is None or not needs_legacy_keras(getattr(tf, "__version__", None)):
+        return None  # 2.15 has the attribute too, but its tf.keras is Keras 2 either way
+    seen = getattr(tf, "_tf_uses_legacy_keras", None)
     return None if seen is None else bool(seen)
 
 
