@@ -203,3 +203,46 @@ def test_tf_distribute_resume_continues_the_step_count(tmp_path, mode):
     } <= (set(tags))
     assert len(list(tb.glob("plugins/profile/*/*.xplane.pb"))) == 1
     assert not list(Path("/tmp").glob("hvdbench-ckpt-*"))  # scratch saves cleaned up
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["--mode.name=parameter_server", "--ps.sync=true"],
+        ["--mode.name=distributed_replicated"],
+        ["--mode.name=parameter_server", "--ps.sync=false", "--ps.staged_vars=true"],
+    ],
+    ids=["ps-sync", "distributed_replicated", "ps-async-staged"],
+)
+def test_batch_norm_statistics_are_trained_on_the_ps(tmp_path, variant):
+    """What a checkpoint of the ps variables holds is what `hvdbench eval` normalises with.
+    The modes that compute on a local copy (distributed_replicated, staged variables) once
+    updated only the copy's moving averages and saved the ps's untouched: mean 0 and
+    variance 1 in every layer, so eval normalised with statistics no step had seen."""
+    import numpy as np
+    import tensorflow as tf
+
+    ck = tmp_path / "ck"
+    r = hvdbench(
+        "run",
+        *variant,
+        "--np",
+        "2",
+        "--model.name=resnet20",
+        "--train.per_device_batch_size=4",
+        "--train.num_warmup_steps=0",
+        "--train.num_steps=3",
+        "--ps.idle_timeout_s=60",
+        f"--checkpoint.dir={ck}",
+        f"--output.dir={tmp_path / 'out'}",
+        timeout=240,
+    )
+    assert not r.timed_out and r.returncode == 0, r.output[-3000:]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ck)))
+    names = [n for n in reader.get_variable_to_shape_map() if "OPTIMIZER_SLOT" not in n]
+    means = [n for n in names if "moving_mean" in n]
+    variances = [n for n in names if "moving_variance" in n]
+    assert len(means) == len(variances) == 21, sorted(names)  # resnet20's batch norms
+    untrained = [n for n in means if np.abs(reader.get_tensor(n)).max() < 1e-4]
+    untrained += [n for n in variances if np.abs(reader.get_tensor(n) - 1).max() < 1e-4]
+    assert untrained == []

@@ -7,7 +7,8 @@ modes use those, with every hyperparameter taken from the config as in the Keras
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -46,30 +47,60 @@ def make_local(variables: list[Any]) -> None:
         graph.add_to_collection(v1.GraphKeys.LOCAL_VARIABLES, v)
 
 
-def local_model_copy(
-    ps_variables: list[Any], build_local_model: Callable[[], Any]
-) -> tuple[Any, list[Any]]:
-    """Build a worker-local model (in the caller's device scope) whose variables stay out of
-    the global collection and match the ps variables one to one."""
-    model = build_local_model()
+def local_model_copy(ps_model: Any, build_local_model: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    """Build a worker-local model (in the caller's device scope) whose trainable variables
+    stay out of the global collection and match the ps model's one to one.
+
+    Its non-trainable variables (batch norm's moving mean and variance) are not copies:
+    the local model is built on the ps model's own, so that its forward pass updates the
+    moving averages on the ps, as the plain parameter_server mode does, and a checkpoint
+    or ``eval`` of the ps variables sees them trained. (Local copies of them would train
+    on the workers and leave the ps's at their initial values.)"""
+    shared = list(ps_model.non_trainable_variables)
+    with _reusing(shared):
+        model = build_local_model()
     variables = model.trainable_variables
-    make_local(model.variables)
-    if len(variables) != len(ps_variables):
+    if len(variables) != len(ps_model.trainable_variables) or any(
+        a.shape != b.shape for a, b in zip(variables, ps_model.trainable_variables)
+    ):
         raise RuntimeError("the local copy of the model has other variables")
+    reused = {id(v) for v in shared}
+    if {id(v) for v in model.non_trainable_variables} != reused:
+        raise RuntimeError("the local copy of the model did not reuse the ps model's statistics")
+    make_local([v for v in model.variables if id(v) not in reused])
     return model, variables
+
+
+@contextmanager
+def _reusing(variables: list[Any]) -> Iterator[None]:
+    """While building a model: hand out ``variables`` in order, instead of creating them,
+    for each non-trainable variable the model asks for (same shape required)."""
+    left = list(variables)
+
+    def creator(next_creator: Any, **kwargs: Any) -> Any:
+        if kwargs.get("trainable", True) is not False:
+            return next_creator(**kwargs)
+        if not left:
+            raise RuntimeError("the local copy of the model has more non-trainable variables")
+        var = left.pop(0)
+        shape = kwargs.get("shape")
+        if shape is not None and tuple(var.shape) != tuple(tf.TensorShape(shape)):
+            raise RuntimeError(f"the local copy's {kwargs.get('name')} has another shape")
+        return var
+
+    with v1.variable_creator_scope(creator):
+        yield
+    if left:
+        raise RuntimeError("the local copy of the model has fewer non-trainable variables")
 
 
 class LocalCopy:
     """A worker-local copy of the model whose variables mirror ps variables."""
 
-    def __init__(
-        self, ps_variables: list[Any], build_local_model: Callable[[], Any], device: str
-    ) -> None:
-        self.ps_variables = ps_variables
+    def __init__(self, ps_model: Any, build_local_model: Callable[[], Any], device: str) -> None:
+        self.ps_variables = ps_model.trainable_variables
         with tf.device(device):
-            self.local_model, self.local_variables = local_model_copy(
-                ps_variables, build_local_model
-            )
+            self.local_model, self.local_variables = local_model_copy(ps_model, build_local_model)
             self.refresh = self._assign_from_ps()
 
     def _assign_from_ps(self) -> Any:

@@ -512,9 +512,7 @@ class ParameterServerMode(GrpcGraphMode):
 
         cfg = self.cfg
         with tf.compat.v1.device(None):  # the local copy stays off the ps
-            self.staging = StagedVariables(
-                self.model_variables, lambda: models.build(cfg), self.worker_device
-            )
+            self.staging = StagedVariables(model, lambda: models.build(cfg), self.worker_device)
         wd = cfg.train.weight_decay
         loss = self.staging.compute_after_take(lambda m: training.loss_fn(m, images, labels, wd))
         # The ps values for the next step are read before this step's update.
@@ -543,9 +541,7 @@ class DistributedReplicatedMode(GrpcGraphMode):
 
         cfg = self.cfg
         with tf.compat.v1.device(None):  # the copy stays on the worker
-            self.copy = LocalCopy(
-                self.model_variables, lambda: models.build(cfg), self.worker_device
-            )
+            self.copy = LocalCopy(model, lambda: models.build(cfg), self.worker_device)
         loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
         return loss, self.copy.gradients(loss), []
 

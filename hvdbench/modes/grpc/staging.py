@@ -34,14 +34,10 @@ v1 = tf.compat.v1
 class StagedVariables:
     """A local model fed with one-step-stale values of the ps variables."""
 
-    def __init__(
-        self, ps_variables: list[Any], build_local_model: Callable[[], Any], device: str
-    ) -> None:
-        self.ps_variables = ps_variables
+    def __init__(self, ps_model: Any, build_local_model: Callable[[], Any], device: str) -> None:
+        ps_variables = self.ps_variables = ps_model.trainable_variables
         with tf.device(device):
-            self.local_model, self.local_variables = local_model_copy(
-                ps_variables, build_local_model
-            )
+            self.local_model, self.local_variables = local_model_copy(ps_model, build_local_model)
             self.area = data_flow_ops.StagingArea(
                 dtypes=[v.dtype.base_dtype for v in ps_variables],
                 shapes=[v.shape for v in ps_variables],
