@@ -249,6 +249,11 @@ class PsConfig:
         "step ahead, so that fetching from the ps overlaps compute. Gradients are then "
         "computed on variables one step stale (see docs/parameter_server.md)."
     )
+    pack_transfers: bool = fld(
+        "Send each worker's gradients to a ps task, and its values back, as one tensor "
+        "per ps task and step (flattened and concatenated) instead of one gRPC transfer "
+        "per variable. Same values; fewer calls for the tasks' gRPC threads to serve."
+    )
     idle_timeout_s: float = fld(
         "A ps task exits when it has heard nothing from the chief (heartbeat or stop "
         "signal) for this long, so that a ps never outlives a chief that died.",

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from hvdbench import models
 from hvdbench.config import Config
+from hvdbench.modes.grpc import packing
 
 v1 = tf.compat.v1
 
@@ -94,19 +95,29 @@ def _reusing(variables: list[Any]) -> Iterator[None]:
         raise RuntimeError("the local copy of the model has fewer non-trainable variables")
 
 
+def read_values(ps_variables: list[Any], device: str, packed: bool) -> list[Any]:
+    """The ps variables' values for ``device``: one transfer per ps task
+    (:func:`hvdbench.modes.grpc.packing.read_from_ps`), or one per variable."""
+    if packed:
+        return packing.read_from_ps(ps_variables, device)
+    return [v.read_value() for v in ps_variables]
+
+
 class LocalCopy:
     """A worker-local copy of the model whose variables mirror ps variables."""
 
-    def __init__(self, ps_model: Any, build_local_model: Callable[[], Any], device: str) -> None:
+    def __init__(
+        self, ps_model: Any, build_local_model: Callable[[], Any], device: str, packed: bool
+    ) -> None:
         self.ps_variables = ps_model.trainable_variables
+        self.device, self.packed = device, packed
         with tf.device(device):
             self.local_model, self.local_variables = local_model_copy(ps_model, build_local_model)
             self.refresh = self._assign_from_ps()
 
     def _assign_from_ps(self) -> Any:
-        return tf.group(
-            *[lv.assign(pv.read_value()) for lv, pv in zip(self.local_variables, self.ps_variables)]
-        )
+        values = read_values(self.ps_variables, self.device, self.packed)
+        return tf.group(*[lv.assign(x) for lv, x in zip(self.local_variables, values)])
 
     def refresh_after(self, op: Any) -> Any:
         """``op``, then the copy refreshed from the ps."""

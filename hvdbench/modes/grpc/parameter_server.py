@@ -388,6 +388,7 @@ class GrpcGraphMode(Mode):
             "sync": self.sync,
             "replicas_to_aggregate": self.replicas_to_aggregate if self.sync else None,
             "staged_vars": self.cfg.ps.staged_vars,
+            "pack_transfers": self.cfg.ps.pack_transfers,
             "input_shard": list(self.input_shard),
             "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
             **describe(self.membership.spec, self.membership.role),
@@ -408,7 +409,7 @@ class GrpcGraphMode(Mode):
         import tensorflow as tf
 
         from hvdbench.components import training
-        from hvdbench.modes.grpc import graph_input
+        from hvdbench.modes.grpc import graph_input, packing
         from hvdbench.modes.grpc import graph_training as gt
         from hvdbench.modes.grpc.runtime import ControlPlane
 
@@ -450,6 +451,8 @@ class GrpcGraphMode(Mode):
                     # (SyncReplicasOptimizer's readiness checks) must not wait for a step
                     with tf.control_dependencies(deps):
                         gv = [(tf.identity(g), v) for g, v in gv]
+                if cfg.ps.pack_transfers:
+                    gv = packing.gradients_to_ps(gv)
                 apply = opt.apply_gradients(gv, global_step=global_step)
                 self.train_op = self._after_apply(apply)
                 self.global_step_read = tf.identity(global_step)
@@ -512,7 +515,9 @@ class ParameterServerMode(GrpcGraphMode):
 
         cfg = self.cfg
         with tf.compat.v1.device(None):  # the local copy stays off the ps
-            self.staging = StagedVariables(model, lambda: models.build(cfg), self.worker_device)
+            self.staging = StagedVariables(
+                model, lambda: models.build(cfg), self.worker_device, cfg.ps.pack_transfers
+            )
         wd = cfg.train.weight_decay
         loss = self.staging.compute_after_take(lambda m: training.loss_fn(m, images, labels, wd))
         # The ps values for the next step are read before this step's update.
@@ -541,7 +546,9 @@ class DistributedReplicatedMode(GrpcGraphMode):
 
         cfg = self.cfg
         with tf.compat.v1.device(None):  # the copy stays on the worker
-            self.copy = LocalCopy(model, lambda: models.build(cfg), self.worker_device)
+            self.copy = LocalCopy(
+                model, lambda: models.build(cfg), self.worker_device, cfg.ps.pack_transfers
+            )
         loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
         return loss, self.copy.gradients(loss), []
 

@@ -26,7 +26,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import data_flow_ops  # private: StagingArea is not exported
 
-from hvdbench.modes.grpc.graph_training import local_model_copy
+from hvdbench.modes.grpc.graph_training import local_model_copy, read_values
 
 v1 = tf.compat.v1
 
@@ -34,7 +34,9 @@ v1 = tf.compat.v1
 class StagedVariables:
     """A local model fed with one-step-stale values of the ps variables."""
 
-    def __init__(self, ps_model: Any, build_local_model: Callable[[], Any], device: str) -> None:
+    def __init__(
+        self, ps_model: Any, build_local_model: Callable[[], Any], device: str, packed: bool
+    ) -> None:
         ps_variables = self.ps_variables = ps_model.trainable_variables
         with tf.device(device):
             self.local_model, self.local_variables = local_model_copy(ps_model, build_local_model)
@@ -44,7 +46,7 @@ class StagedVariables:
                 capacity=2,
             )
             self.clear_op = self.area.clear()
-            self.prime_op = self.area.put([v.read_value() for v in ps_variables])
+            self.prime_op = self.area.put(read_values(ps_variables, device, packed))
             staged = self.area.get()
             staged = staged if isinstance(staged, (list, tuple)) else [staged]
             self.take = tf.group(
@@ -52,7 +54,7 @@ class StagedVariables:
             )
             with tf.control_dependencies([self.take]):
                 # The ps values before this step's update, for the next step.
-                self.refill = self.area.put([v.read_value() for v in ps_variables])
+                self.refill = self.area.put(read_values(ps_variables, device, packed))
 
     def prime(self, sess: Any) -> None:
         """Stage the ps values before the first step of a session. A session recreated

@@ -1,0 +1,73 @@
+"""One tensor per ps task and step instead of one per variable (``ps.pack_transfers``).
+
+In a ``tf.compat.v1`` graph split across tasks, every tensor that crosses from one task to
+another is a gRPC ``RecvTensor`` call of its own. resnet20 has 65 trainable variables, so
+a worker's step was 65 calls for the gradients and 65 for the values, each one handled by
+both tasks' gRPC threads; on two cores those threads take CPU from the compute threads.
+Packed, the tensors bound for one task are flattened and concatenated on the sending side,
+and split and reshaped back on the receiving side: the same values, in one call per ps
+task and direction.
+
+Only dense float tensors of one dtype are packed together; anything else (``None``
+gradients, ``IndexedSlices``) crosses as it did, on its own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import tensorflow as tf
+
+
+def _groups(items: list[tuple[int, Any, Any]]) -> dict[tuple[str, Any], list[tuple[int, Any]]]:
+    """(index, tensor, device/dtype key) -> {key: [(index, tensor), ...]} in order."""
+    out: dict[tuple[str, Any], list[tuple[int, Any]]] = defaultdict(list)
+    for i, value, key in items:
+        out[key].append((i, value))
+    return out
+
+
+def move(tensors: list[Any], shapes: list[Any], device: str) -> list[Any]:
+    """``tensors`` (dense, one dtype, on one device: the caller's scope) as they arrive
+    on ``device`` through one transfer: flattened and concatenated here, split and
+    reshaped there."""
+    if len(tensors) == 1:
+        with tf.device(device):
+            return [tf.identity(tensors[0])]
+    flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
+    sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
+    with tf.device(device):
+        parts = tf.split(flat, sizes)
+        return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
+
+
+def gradients_to_ps(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """(gradient, ps variable) pairs whose gradients reach each variable's task in one
+    transfer per task and dtype. Called in the worker's device scope."""
+    out = list(pairs)
+    dense = [
+        (i, g, (v.device, g.dtype))
+        for i, (g, v) in enumerate(pairs)
+        if isinstance(g, tf.Tensor) and g.shape.is_fully_defined()
+    ]
+    for (device, _), members in _groups(dense).items():
+        idx = [i for i, _ in members]
+        moved = move([g for _, g in members], [pairs[i][1].shape for i in idx], device)
+        for i, g in zip(idx, moved):
+            out[i] = (g, pairs[i][1])
+    return out
+
+
+def read_from_ps(variables: list[Any], device: str) -> list[Any]:
+    """The values of ``variables`` (ps variables) as they arrive on ``device``, in one
+    transfer per ps task and dtype; each group is read on its own task."""
+    values: list[Any] = [None] * len(variables)
+    keyed = [(i, v, (v.device, v.dtype.base_dtype)) for i, v in enumerate(variables)]
+    for (ps_device, _), members in _groups(keyed).items():
+        with tf.device(ps_device):
+            reads = [v.read_value() for _, v in members]
+            moved = move(reads, [v.shape for _, v in members], device)
+        for (i, _), value in zip(members, moved):
+            values[i] = value
+    return values

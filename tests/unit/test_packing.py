@@ -1,0 +1,107 @@
+"""ps.pack_transfers: a worker's gradients and reads cross to each ps task as one tensor.
+
+Built on real resnet20 graphs placed by the modes' own device setter (no servers): the
+assertions count the tensors that cross between jobs, which is what becomes one gRPC
+transfer each, and run the packed tensors to see the same values arrive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+v1 = tf.compat.v1
+
+WORKER = "/job:worker/task:0"
+
+
+def _job(device: str) -> str:
+    return tf.DeviceSpec.from_string(device).job or ""
+
+
+def _crossings(graph, src: str, dst: str) -> int:
+    """Edges of ``graph`` from an op on job ``src`` to an op on job ``dst``."""
+    return sum(
+        1
+        for op in graph.get_operations()
+        if _job(op.device) == dst
+        for x in op.inputs
+        if _job(x.op.device) == src
+    )
+
+
+def _resnet20_on_two_ps():
+    from hvdbench import config, models
+    from hvdbench.modes.grpc import placement
+
+    cfg = config.load(None, ["--model.name=resnet20", "--mode.name=parameter_server"])
+    setter = v1.train.replica_device_setter(
+        ps_tasks=2, worker_device=WORKER, ps_strategy=placement.GreedyByteSize(2)
+    )
+    with v1.device(setter):
+        model = models.build(cfg)
+    return model
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_gradients_cross_once_per_ps_task(packed):
+    from hvdbench.modes.grpc import packing
+
+    with tf.Graph().as_default() as g:
+        model = _resnet20_on_two_ps()
+        with v1.device(WORKER):
+            loss = tf.reduce_sum(model(tf.zeros([2, 32, 32, 3]), training=True))
+            pairs = list(
+                zip(tf.gradients(loss, model.trainable_variables), model.trainable_variables)
+            )
+            before = _crossings(g, "worker", "ps")  # batch norm's moving averages
+            if packed:
+                pairs = packing.gradients_to_ps(pairs)
+        for grad, var in pairs:  # what apply_gradients does with them: on the variable's task
+            with v1.device(var.device):
+                tf.identity(grad)
+        assert len(pairs) == 65
+        assert _crossings(g, "worker", "ps") - before == (2 if packed else 65)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_reads_cross_once_per_ps_task(packed):
+    from hvdbench.modes.grpc.graph_training import read_values
+
+    with tf.Graph().as_default() as g:
+        model = _resnet20_on_two_ps()
+        before = _crossings(g, "ps", "worker")
+        with v1.device(WORKER):
+            values = read_values(model.trainable_variables, WORKER, packed)
+        assert [v.shape for v in values] == [v.shape for v in model.trainable_variables]
+        assert all(_job(v.device) == "worker" for v in values)
+        assert _crossings(g, "ps", "worker") - before == (2 if packed else 65)
+
+
+def test_packed_values_arrive_unchanged():
+    """Mixed shapes (a scalar, vectors, a 4-d kernel) and dtypes on two devices, run."""
+    from hvdbench.modes.grpc import packing
+
+    rng = np.random.default_rng(0)
+    shapes = [(), (3,), (2, 2, 3, 4), (5,)]
+    dtypes = [tf.float32, tf.float32, tf.float32, tf.float64]
+    with tf.Graph().as_default():
+        variables = [
+            v1.Variable(rng.standard_normal(s), dtype=d, use_resource=True)
+            for s, d in zip(shapes, dtypes)
+        ]
+        grads = [tf.constant(rng.standard_normal(s), dtype=d) for s, d in zip(shapes, dtypes)]
+        sparse = tf.IndexedSlices(tf.ones([1, 3]), tf.constant([0]), tf.constant([3, 3]))
+        sparse_var = v1.Variable(np.zeros((3, 3)), dtype=tf.float32, use_resource=True)
+        pairs = [*zip(grads, variables), (None, variables[0]), (sparse, sparse_var)]
+        moved = packing.gradients_to_ps(pairs)
+        read = packing.read_from_ps(variables, "/device:CPU:0")
+        assert moved[-2][0] is None and moved[-1][0] is sparse  # passed through as they were
+        assert [v for _, v in moved] == [v for _, v in pairs]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            got_g, want_g = sess.run([[g for g, _ in moved[:4]], grads])
+            got_v, want_v = sess.run([read, [v.read_value() for v in variables]])
+    for got, want, s in zip(got_g + got_v, want_g + want_v, shapes + shapes):
+        assert np.shape(got) == s
+        np.testing.assert_array_equal(got, want)
