@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import tomllib
 import typing
@@ -766,8 +767,27 @@ def load(path: str | None = None, overrides: Iterable[str] = ()) -> Config:
 
     In the gRPC modes a ``TF_CONFIG`` in the environment (TFJob, Vertex AI, SageMaker)
     is the cluster: see :mod:`hvdbench.tfconfig`."""
+    values, given = _merged(path, overrides)
+    if values["mode"]["name"] in GRPC_MODES:
+        external = tfconfig.from_env(os.environ)
+        if external is not None:
+            flat = {f"{s}.{k}": v for s, keys in given.items() for k, v in keys.items()}
+            tfconfig.apply(values, flat, external, values["mode"]["name"] in PS_MODES)
+    return build(values)
+
+
+@functools.cache
+def _defaults() -> dict[str, dict[str, Any]]:
     values: dict[str, dict[str, Any]] = {}
     _merge_layer(values, default_toml(), "default.toml")
+    return values
+
+
+def _merged(
+    path: str | None, overrides: Iterable[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(every key's value, the keys the file and overrides gave), unvalidated."""
+    values = {section: dict(keys) for section, keys in _defaults().items()}
     given: dict[str, dict[str, Any]] = {}
     if path:
         _merge_layer(given, read_toml(path), path)
@@ -776,12 +796,12 @@ def load(path: str | None = None, overrides: Iterable[str] = ()) -> Config:
         given.setdefault(section, {})[key] = coerce(section, key, text)
     for section, keys in given.items():
         values[section].update(keys)
-    if values["mode"]["name"] in GRPC_MODES:
-        external = tfconfig.from_env(os.environ)
-        if external is not None:
-            flat = {f"{s}.{k}": v for s, keys in given.items() for k, v in keys.items()}
-            tfconfig.apply(values, flat, external, values["mode"]["name"] in PS_MODES)
-    return build(values)
+    return values, given
+
+
+def merged_values(path: str | None, overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Every key's value from the defaults, the file and the overrides, unvalidated."""
+    return _merged(path, overrides)[0]
 
 
 def build(values: Mapping[str, Mapping[str, Any]]) -> Config:
@@ -890,7 +910,8 @@ class Capabilities:
     input_sharding: str
     """Who reads which shard of a real data set's split: ``per worker`` or ``per device``."""
     cluster_roles: bool
-    """Takes an explicit gRPC cluster (cluster.job_name, cluster.*_hosts)."""
+    """Takes an explicit gRPC cluster (cluster.job_name, cluster.*_hosts) and reads
+    [cluster]."""
     many_processes: bool
     """Runs several processes (launch.np > 1); else one process over local devices."""
     data_sources: tuple[str, ...] = DATA_SOURCES
@@ -899,6 +920,10 @@ class Capabilities:
     """train.mixed_precision values."""
     jit_compile: bool = True
     """train.jit_compile=true: the forward and backward pass compiled by XLA."""
+    ps_tasks: bool = False
+    """Has parameter-server tasks and reads [ps]."""
+    horovod_knobs: bool = False
+    """Reads [horovod] (Horovod's knobs)."""
     staged_vars: bool = False
     """ps.staged_vars=true."""
     compare_synthetic: bool = True
@@ -922,7 +947,9 @@ class Capabilities:
 _ONE_PER_PROCESS = dict(devices="one per process", input_sharding="per worker", many_processes=True)
 # The ps modes' tf.compat.v1 graphs run in float32 without XLA: SyncReplicasOptimizer and
 # the v1 optimizers have no loss scaling, and a graph session does not compile with XLA here.
-_GRAPH = dict(**_ONE_PER_PROCESS, cluster_roles=True, precisions=("none",), jit_compile=False)
+_GRAPH = dict(
+    **_ONE_PER_PROCESS, cluster_roles=True, ps_tasks=True, precisions=("none",), jit_compile=False
+)
 _LOCAL = Capabilities(
     devices="mode.num_devices in one process",
     input_sharding="per device",
@@ -930,7 +957,7 @@ _LOCAL = Capabilities(
     many_processes=False,
 )
 MODE_CAPABILITIES: dict[str, Capabilities] = {
-    "horovod": Capabilities(**_ONE_PER_PROCESS, cluster_roles=False),  # type: ignore[arg-type]
+    "horovod": Capabilities(**_ONE_PER_PROCESS, cluster_roles=False, horovod_knobs=True),  # type: ignore[arg-type]
     "parameter_server": Capabilities(**_GRAPH, staged_vars=True),  # type: ignore[arg-type]
     "distributed_replicated": Capabilities(**_GRAPH),  # type: ignore[arg-type]
     "collective_all_reduce": Capabilities(**_ONE_PER_PROCESS, cluster_roles=True),  # type: ignore[arg-type]
@@ -938,6 +965,35 @@ MODE_CAPABILITIES: dict[str, Capabilities] = {
     "independent": _LOCAL,
 }
 assert tuple(MODE_CAPABILITIES) == MODE_NAMES
+assert {m for m, c in MODE_CAPABILITIES.items() if c.ps_tasks} == set(PS_MODES)
+
+# Config that only some modes read (a section, or one key), and which declarations read
+# it. Set away from its default in a mode that does not read it, it is refused rather
+# than ignored.
+MODE_SPECIFIC: tuple[tuple[str, Callable[[Capabilities], bool]], ...] = (
+    ("mode.num_devices", lambda c: not c.many_processes),
+    ("horovod", lambda c: c.horovod_knobs),
+    ("ps", lambda c: c.ps_tasks),
+    ("cluster", lambda c: c.cluster_roles),
+)
+
+
+def unread_settings(
+    values: Mapping[str, Mapping[str, Any]], declared: Mapping[str, Capabilities] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """The mode-specific settings in ``values`` (sections as dictionaries) that its mode
+    does not read, where they differ from the defaults: (dotted key, value, default)."""
+    caps = (MODE_CAPABILITIES if declared is None else declared)[values["mode"]["name"]]
+    out = []
+    for scope, reads in MODE_SPECIFIC:
+        if reads(caps):
+            continue
+        section, _, only = scope.partition(".")
+        for key, value in values[section].items():
+            default = _defaults()[section][key]
+            if (not only or key == only) and value != default:
+                out.append((f"{section}.{key}", value, default))
+    return out
 
 
 def _refuse(key: str, value: object, mode: str, supported: str) -> UsageError:
@@ -993,6 +1049,13 @@ def check_capabilities(cfg: Config, declared: Mapping[str, Capabilities] | None 
         others = _supported_modes(declared, lambda c: c.cluster_roles)
         raise UsageError(
             f"{key}: mode {mode} takes no cluster role or host lists; the modes that do: {others}"
+        )
+    for key, value, default in unread_settings(cfg.to_dict(), declared):
+        scope = next(sc for sc, _ in MODE_SPECIFIC if key == sc or key.startswith(sc + "."))
+        others = _supported_modes(declared, dict(MODE_SPECIFIC)[scope])
+        raise UsageError(
+            f"{key}: {_toml_value(value)} is not read by mode {mode} (only by {others}); "
+            f"leave it at {_toml_value(default)}"
         )
     if not caps.many_processes and cfg.launch.np > 1:
         raise UsageError(

@@ -25,6 +25,8 @@ ROWS: tuple[tuple[str, Callable[[Capabilities], str]], ...] = (
     ("devices", lambda c: c.devices),
     ("processes (launch.np)", lambda c: "many" if c.many_processes else "one"),
     ("cluster roles (cluster.*)", lambda c: _yes_no(c.cluster_roles)),
+    ("ps tasks (ps.*)", lambda c: _yes_no(c.ps_tasks)),
+    ("Horovod's knobs (horovod.*)", lambda c: _yes_no(c.horovod_knobs)),
     ("input sharding", lambda c: c.input_sharding),
     ("data.source", lambda c: ", ".join(c.data_sources)),
     ("train.mixed_precision", lambda c: ", ".join(c.precisions)),

@@ -295,14 +295,20 @@ def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if args.repeats < 1:
         raise UsageError(f"--repeats: must be >= 1, got {args.repeats}")
-    base = config.load(args.config, overrides)
     ranks = sweep.parse_ranks(args.ranks)
-    modes = sweep.parse_modes(args.modes) if args.modes else [base.mode.name]
+    if args.modes:
+        modes = sweep.parse_modes(args.modes)
+    else:
+        modes = [config.load(args.config, overrides).mode.name]
+    resets = sweep.unread_resets(args.config, overrides, modes)
     points = sweep.plan(ranks, modes, args.repeats)
     cfgs = {
-        (p.mode, p.ranks): sweep.point_config(args.config, p, args.launcher, overrides)
+        (p.mode, p.ranks): sweep.point_config(
+            args.config, p, args.launcher, [*overrides, *resets[p.mode]]
+        )
         for p in points
     }
+    base = cfgs[(points[0].mode, points[0].ranks)]
     worlds = {k: sweep.world_size(c) for k, c in cfgs.items()}
     study = Path(args.study)
     print(
@@ -312,6 +318,13 @@ def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
         f" x ranks); records in {study}",
         flush=True,
     )
+    for mode, keys in resets.items():
+        if keys:
+            print(
+                f"hvdbench sweep: {mode} points run with {' '.join(keys)} (defaults): "
+                f"mode {mode} does not read the study's value",
+                flush=True,
+            )
 
     if args.launcher == "slurm" and not slurm.in_allocation(os.environ):
         return _submit_sweep(args, overrides, points, worlds)
@@ -319,7 +332,8 @@ def cmd_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
     failed = 0
     for i, p in enumerate(points, 1):
         cfg, world = cfgs[(p.mode, p.ranks)], worlds[(p.mode, p.ranks)]
-        rank_cmd = launcher.rank_command(sweep.run_argv(args.config, p, str(study), overrides))
+        argv = sweep.run_argv(args.config, p, str(study), [*overrides, *resets[p.mode]])
+        rank_cmd = launcher.rank_command(argv)
         if args.launcher == "slurm":
             cmd = slurm.srun_command(world, rank_cmd, mpi=os.environ.get("HVDBENCH_PMI", "pmix"))
             env = sweep.point_env(os.environ, p, launched=False)

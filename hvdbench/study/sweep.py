@@ -81,6 +81,30 @@ def plan(ranks: Sequence[int], modes: Sequence[str], repeats: int) -> list[Point
     return [Point(m, n, r) for r in range(repeats) for m in modes for n in ranks]
 
 
+def _override_text(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def unread_resets(
+    config_path: str | None, overrides: Sequence[str], modes: Sequence[str]
+) -> dict[str, list[str]]:
+    """Per mode, the overrides that put back to their defaults the study's mode-specific
+    settings that mode does not read (``ps.*`` for ``horovod`` points, say), so that one
+    study can set each mode's own keys. A setting no mode of the study reads is left in
+    place, for the point's config to refuse."""
+    unread = {
+        m: config.unread_settings(
+            config.merged_values(config_path, [*overrides, f"--mode.name={m}"])
+        )
+        for m in modes
+    }
+    everywhere = set.intersection(*({k for k, _, _ in u} for u in unread.values()))
+    return {
+        m: [f"--{k}={_override_text(d)}" for k, _, d in u if k not in everywhere]
+        for m, u in unread.items()
+    }
+
+
 def run_argv(
     config_path: str | None, point: Point, study: str, overrides: Sequence[str]
 ) -> list[str]:

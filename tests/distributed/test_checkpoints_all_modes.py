@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import hvdbench
 from tests.distributed.cluster_helpers import leftover
 from tests.distributed.test_real_data import event_tags, plugin_of
+from tests.modes import bounded_args
 
 pytestmark = pytest.mark.distributed
 
@@ -26,12 +27,11 @@ TINY = [
     "--train.num_warmup_steps=2",
     "--train.num_steps=6",
     "--train.display_every=2",
-    "--ps.idle_timeout_s=60",
 ]
 
 
 def train(out: Path, *args: str, timeout: float = 240):
-    r = hvdbench("run", f"--output.dir={out}", *TINY, *args, timeout=timeout)
+    r = hvdbench("run", f"--output.dir={out}", *TINY, *args, *bounded_args(args), timeout=timeout)
     assert not r.timed_out, r.output[-3000:]
     assert r.returncode == 0, r.output[-3000:]
     assert "Traceback" not in r.output, r.output[-3000:]

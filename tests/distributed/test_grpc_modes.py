@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import hvdbench
 from tests.distributed.cluster_helpers import leftover, one_record
+from tests.modes import bounded_args
 
 pytestmark = pytest.mark.distributed
 
@@ -14,12 +15,11 @@ FAST = [
     "--model.name=trivial",
     "--train.num_warmup_steps=1",
     "--train.num_steps=5",
-    "--ps.idle_timeout_s=60",
 ]
 
 
 def run_mode(out, *args: str) -> dict:
-    r = hvdbench("run", f"--output.dir={out}", *args, *FAST, timeout=180)
+    r = hvdbench("run", f"--output.dir={out}", *args, *FAST, *bounded_args(args), timeout=180)
     assert not r.timed_out and r.returncode == 0, r.output[-3000:]
     assert "Traceback" not in r.output, r.output[-3000:]
     assert "total images/sec:" in r.stdout

@@ -15,7 +15,7 @@ import pytest
 from hvdbench import modes
 from tests import datagen, digits
 from tests.conftest import hvdbench, run
-from tests.modes import two_ranks_each
+from tests.modes import bounded, two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -23,9 +23,9 @@ BRIEF = [
     "--train.num_warmup_steps=1",
     "--train.num_steps=3",
     "--train.per_device_batch_size=8",
-    "--ps.idle_timeout_s=60",
 ]
-PROCS = {mode: flags[1:] for mode, flags in two_ranks_each().items()}  # without mode.name
+# without mode.name
+PROCS = {mode: [*flags[1:], *bounded(mode)] for mode, flags in two_ranks_each().items()}
 MODEL = {"mnist": "mnist_mlp", "cifar10": "trivial", "imagenet": "trivial", "synthetic": "trivial"}
 
 # (mode, data.source, train.mixed_precision, train.jit_compile, extra overrides): every

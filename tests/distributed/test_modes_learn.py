@@ -16,7 +16,7 @@ import pytest
 
 from tests import digits
 from tests.conftest import hvdbench
-from tests.modes import two_ranks_each
+from tests.modes import bounded, two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -32,9 +32,8 @@ TRAIN = [
     f"--train.num_steps={STEPS}",
     "--train.display_every=50",
     "--train.seed=7",
-    "--ps.idle_timeout_s=60",
 ]
-MODES = two_ranks_each()
+MODES = {mode: [*flags, *bounded(mode)] for mode, flags in two_ranks_each().items()}
 
 
 @pytest.fixture(scope="module")

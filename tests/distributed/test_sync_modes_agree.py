@@ -32,7 +32,7 @@ import pytest
 
 from tests import digits
 from tests.conftest import hvdbench
-from tests.modes import two_ranks_each
+from tests.modes import bounded, two_ranks_each
 
 pytestmark = pytest.mark.distributed
 
@@ -50,12 +50,13 @@ COMMON = [
     f"--train.num_steps={STEPS}",
     "--checkpoint.every_steps=1",
     f"--checkpoint.max_to_keep={STEPS + 2}",
-    "--ps.idle_timeout_s=60",
 ]
 MODES = two_ranks_each(
     "horovod", "parameter_server", "distributed_replicated", "collective_all_reduce", "replicated"
 )
 MODES["parameter_server"].append("--ps.sync=true")
+for _mode, _flags in MODES.items():
+    _flags.extend(bounded(_mode))
 
 
 def initial_checkpoint(directory: Path) -> None:

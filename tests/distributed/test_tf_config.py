@@ -15,6 +15,7 @@ import pytest
 from hvdbench.modes.grpc.cluster import LOOPBACK, free_ports
 from tests.conftest import base_env, hvdbench
 from tests.distributed.cluster_helpers import leftover, one_record
+from tests.modes import bounded
 
 pytestmark = pytest.mark.distributed
 
@@ -22,7 +23,6 @@ FAST = [
     "--model.name=trivial",
     "--train.num_warmup_steps=1",
     "--train.num_steps=5",
-    "--ps.idle_timeout_s=60",
 ]
 TIMEOUT_S = 240
 
@@ -36,7 +36,7 @@ def start_tasks(out: Path, mode: str, cluster: dict, tasks: list[tuple[str, int]
         for kind, index in tasks:
             tf_config = json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
             procs[(kind, index)] = subprocess.Popen(
-                [*argv, *FAST],
+                [*argv, *FAST, *bounded(mode)],
                 env=base_env({"TF_CONFIG": tf_config}),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -63,7 +63,9 @@ def start_tasks(out: Path, mode: str, cluster: dict, tasks: list[tuple[str, int]
 
 
 def launched_record(out: Path, mode: str) -> dict:
-    r = hvdbench("run", f"--mode.name={mode}", "--np", "2", f"--output.dir={out}", *FAST)
+    r = hvdbench(
+        "run", f"--mode.name={mode}", "--np", "2", f"--output.dir={out}", *FAST, *bounded(mode)
+    )
     assert not r.timed_out and r.returncode == 0, r.output[-3000:]
     return one_record(out)
 

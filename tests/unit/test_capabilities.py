@@ -97,6 +97,32 @@ UNSUPPORTED = [
         "cluster: mode replicated takes no cluster role or host lists; the modes that do: "
         "parameter_server, distributed_replicated, collective_all_reduce",
     ),
+    # Another mode's keys: refused, not ignored.
+    (
+        ["--mode.name=horovod", "--ps.num_ps=2"],
+        "ps.num_ps: 2 is not read by mode horovod (only by parameter_server, "
+        "distributed_replicated); leave it at 1",
+    ),
+    (
+        ["--mode.name=parameter_server", "--horovod.cycle_time_ms=5"],
+        "horovod.cycle_time_ms: 5.0 is not read by mode parameter_server (only by horovod); "
+        "leave it at 1.0",
+    ),
+    (
+        ["--mode.name=collective_all_reduce", "--ps.pack_transfers=false"],
+        "ps.pack_transfers: false is not read by mode collective_all_reduce (only by "
+        "parameter_server, distributed_replicated); leave it at true",
+    ),
+    (
+        ["--mode.name=distributed_replicated", "--mode.num_devices=4"],
+        "mode.num_devices: 4 is not read by mode distributed_replicated (only by replicated, "
+        "independent); leave it at 2",
+    ),
+    (
+        ["--mode.name=horovod", "--cluster.base_port=3000"],
+        "cluster.base_port: 3000 is not read by mode horovod (only by parameter_server, "
+        "distributed_replicated, collective_all_reduce); leave it at 0",
+    ),
 ]
 
 
@@ -136,6 +162,38 @@ def test_every_declared_no_is_refused_and_every_yes_accepted():
             else:
                 with pytest.raises(UsageError, match=rf"^{key}: true .* mode {mode}; it supports"):
                     check(cfg, declared)
+
+
+def _other_than(value: object) -> object:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return f"{value}x"
+
+
+def test_every_mode_specific_key_is_read_or_refused():
+    """Every key of [horovod], [ps], [cluster] and mode.num_devices, moved off its default
+    in each mode: accepted where the declaration reads it, else refused naming it."""
+    declared = modes.declared()
+    defaults = config.load(None, []).to_dict()
+    for mode, caps in declared.items():
+        for scope, reads in config.MODE_SPECIFIC:
+            section, _, only = scope.partition(".")
+            for key in [only] if only else list(defaults[section]):
+                values = {s: dict(v) for s, v in defaults.items()}
+                values["mode"]["name"] = mode
+                values[section][key] = _other_than(values[section][key])
+                unread = config.unread_settings(values, declared)
+                if reads(caps):
+                    assert unread == [], (mode, key)
+                else:
+                    assert [k for k, _, _ in unread] == [f"{section}.{key}"], (mode, key)
+
+
+def test_defaults_of_unread_sections_are_accepted_in_every_mode():
+    for mode in config.MODE_NAMES:
+        assert config.load(None, [f"--mode.name={mode}"]).mode.name == mode
 
 
 def test_bad_mode_settings_exit_2_before_tensorflow(tmp_path):

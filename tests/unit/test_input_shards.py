@@ -61,7 +61,8 @@ def test_each_mode_reads_disjoint_shards_covering_the_split(tmp_path, mode, work
         None,
         [
             f"--mode.name={mode}",
-            f"--mode.num_devices={workers}",
+            # the other modes take their workers from the launch and refuse num_devices
+            *([f"--mode.num_devices={workers}"] if mode in config.LOCAL_DEVICE_MODES else []),
             "--model.name=mnist_mlp",
             "--data.source=mnist",
             f"--data.dir={tmp_path}",

@@ -29,7 +29,7 @@ def cfg(*overrides: str) -> config.Config:
         (["--ps.replicas_to_aggregate=2", "--ps.sync=false"], False),
         (["--ps.replicas_to_aggregate=2", "--fault.tolerate_lost_workers=false"], False),
         (["--ps.replicas_to_aggregate=2", "--fault.watchdog=false"], False),
-        (["--ps.replicas_to_aggregate=2", "--mode.name=horovod"], False),
+        (["--mode.name=horovod"], False),  # which refuses ps.replicas_to_aggregate
     ],
 )
 def test_only_sync_with_backup_workers_tolerates(overrides, expected):

@@ -30,6 +30,41 @@ def test_plan_puts_repeats_outermost() -> None:
     ]  # fmt: skip
 
 
+def test_each_point_of_a_mixed_study_reads_only_its_modes_keys(tmp_path) -> None:
+    """A study over horovod and parameter_server may set both modes' keys (here one from
+    the command line, one from its file): each point gets the other mode's put back to its
+    default, and the points' configs load as each rank will load them."""
+
+    cfg = tmp_path / "study.toml"
+    cfg.write_text("[horovod]\nnum_groups = 1\n")
+    overrides = ["--ps.sync=false"]
+    resets = sweep.unread_resets(str(cfg), overrides, ["horovod", "parameter_server"])
+    assert resets == {"horovod": ["--ps.sync=true"], "parameter_server": ["--horovod.num_groups=0"]}
+    hvd = sweep.point_config(
+        str(cfg), sweep.Point("horovod", 2, 0), "auto", [*overrides, *resets["horovod"]]
+    )
+    ps = sweep.point_config(
+        str(cfg),
+        sweep.Point("parameter_server", 2, 0),
+        "auto",
+        [*overrides, *resets["parameter_server"]],
+    )
+    assert (hvd.horovod.num_groups, hvd.ps.sync) == (1, True)
+    assert (ps.horovod.num_groups, ps.ps.sync) == (0, False)
+    argv = sweep.run_argv(
+        str(cfg), sweep.Point("horovod", 2, 0), "out", [*overrides, *resets["horovod"]]
+    )
+    assert argv.index("--ps.sync=true") > argv.index("--ps.sync=false")  # the later one wins
+
+
+def test_a_key_no_mode_of_the_study_reads_is_refused() -> None:
+    overrides = ["--mode.num_devices=4"]
+    resets = sweep.unread_resets(None, overrides, ["horovod", "parameter_server"])
+    assert resets == {"horovod": [], "parameter_server": []}
+    with pytest.raises(UsageError, match=r"^mode.num_devices: 4 is not read by mode horovod"):
+        sweep.point_config(None, sweep.Point("horovod", 2, 0), "auto", overrides)
+
+
 def test_point_env_tags_the_record() -> None:
     env = sweep.point_env({"PATH": "/bin"}, sweep.Point("horovod", 2, 1), launched=True)
     assert env["HVDBENCH_STUDY_POINT"] == "mode=horovod,ranks=2,repeat=1"
