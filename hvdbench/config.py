@@ -980,9 +980,10 @@ MODE_SPECIFIC: tuple[tuple[str, Callable[[Capabilities], bool]], ...] = (
 
 def unread_settings(
     values: Mapping[str, Mapping[str, Any]], declared: Mapping[str, Capabilities] | None = None
-) -> list[tuple[str, Any, Any]]:
+) -> list[tuple[str, Any, Any, Callable[[Capabilities], bool]]]:
     """The mode-specific settings in ``values`` (sections as dictionaries) that its mode
-    does not read, where they differ from the defaults: (dotted key, value, default)."""
+    does not read, where they differ from the defaults: (dotted key, value, default, which
+    declarations read it)."""
     caps = (MODE_CAPABILITIES if declared is None else declared)[values["mode"]["name"]]
     out = []
     for scope, reads in MODE_SPECIFIC:
@@ -992,7 +993,7 @@ def unread_settings(
         for key, value in values[section].items():
             default = _defaults()[section][key]
             if (not only or key == only) and value != default:
-                out.append((f"{section}.{key}", value, default))
+                out.append((f"{section}.{key}", value, default, reads))
     return out
 
 
@@ -1050,9 +1051,8 @@ def check_capabilities(cfg: Config, declared: Mapping[str, Capabilities] | None 
         raise UsageError(
             f"{key}: mode {mode} takes no cluster role or host lists; the modes that do: {others}"
         )
-    for key, value, default in unread_settings(cfg.to_dict(), declared):
-        scope = next(sc for sc, _ in MODE_SPECIFIC if key == sc or key.startswith(sc + "."))
-        others = _supported_modes(declared, dict(MODE_SPECIFIC)[scope])
+    for key, value, default, reads in unread_settings(cfg.to_dict(), declared):
+        others = _supported_modes(declared, reads)
         raise UsageError(
             f"{key}: {_toml_value(value)} is not read by mode {mode} (only by {others}); "
             f"leave it at {_toml_value(default)}"

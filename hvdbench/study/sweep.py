@@ -98,9 +98,9 @@ def unread_resets(
         )
         for m in modes
     }
-    everywhere = set.intersection(*({k for k, _, _ in u} for u in unread.values()))
+    everywhere = set.intersection(*({k for k, *_ in u} for u in unread.values()))
     return {
-        m: [f"--{k}={_override_text(d)}" for k, _, d in u if k not in everywhere]
+        m: [f"--{k}={_override_text(d)}" for k, _, d, _ in u if k not in everywhere]
         for m, u in unread.items()
     }
 

@@ -188,7 +188,7 @@ def test_every_mode_specific_key_is_read_or_refused():
                 if reads(caps):
                     assert unread == [], (mode, key)
                 else:
-                    assert [k for k, _, _ in unread] == [f"{section}.{key}"], (mode, key)
+                    assert [k for k, *_ in unread] == [f"{section}.{key}"], (mode, key)
 
 
 def test_defaults_of_unread_sections_are_accepted_in_every_mode():
