@@ -7,10 +7,11 @@ imported and before anything is written.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from hvdbench import config, tfconfig
 from hvdbench.errors import ClusterError, DownloadError, UsageError
@@ -312,8 +313,23 @@ def cmd_check_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def whole_lines(*streams: TextIO) -> None:
+    """Make each line printed to these streams reach the OS in one write, newline included.
+
+    Several ranks under one launcher share its output, and the launcher forwards whatever
+    each write held. With PYTHONUNBUFFERED set (write-through), `print` writes a line and its
+    newline in two calls, so another rank's line could land between them and two JSON reports
+    arrived joined on one line. Line buffering keeps every line whole and still shows it at
+    once; a line longer than the pipe's atomic size (4 KiB) may still be split by the OS."""
+    for stream in streams:
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True, write_through=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input, with a one-line message)."""
+    if argv is None:  # a process of its own (not a test calling in): whole lines out
+        whole_lines(sys.stdout, sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     try:

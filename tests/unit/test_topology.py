@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
+from hvdbench.cli import whole_lines
 from hvdbench.launch.topology import detect, expand_nodelist, expand_tasks_per_node, in_srun_step
 
 
@@ -158,3 +161,31 @@ def test_open_mpi_comes_before_the_pmi_variables():
            "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
            "PMIX_RANK": "1", "PMI_RANK": "0", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0"}  # fmt: skip
     assert detect(env, hostname="h").source == "openmpi"
+
+
+class _Writes(io.RawIOBase):
+    """A raw stream that keeps each write the OS would have seen."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        self.calls.append(bytes(b))
+        return len(b)
+
+
+def test_each_printed_line_is_one_write_even_unbuffered():
+    """PYTHONUNBUFFERED (write-through) makes `print` write a line and its newline apart, so
+    two ranks' `topology --json` lines arrived joined; whole_lines makes each line one write."""
+    raw = _Writes()
+    out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)  # as under -u
+    print('{"rank": 0}', file=out, flush=True)
+    assert raw.calls == [b'{"rank": 0}', b"\n"]  # the split the launchers interleaved
+    raw.calls.clear()
+    whole_lines(out)
+    print('{"rank": 1}', file=out, flush=True)
+    print("step 10", file=out)  # no flush asked: still shown at its newline
+    assert raw.calls == [b'{"rank": 1}\n', b"step 10\n"]
