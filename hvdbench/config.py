@@ -508,7 +508,8 @@ class TraceConfig:
     steps: str = fld(
         "First and last step of this run to profile, e.g. '10,12' (steps count from 1, "
         "warm-up included). Empty: no profile. In horovod mode Horovod's timeline is "
-        "written for the same steps."
+        "written for the same steps; in the gRPC modes every worker also writes "
+        "timeline-worker<i>-step<n>.json (the session's trace of the step across tasks)."
     )
     dir: str = fld(
         "Log directory of the profile (plugins/profile/...) and of Horovod's timeline "

@@ -100,6 +100,21 @@ def test_ps_run_event_files_hold_the_expected_tags(ps_run):
     assert ps_run["record"]["trace"]["captured"] is True
 
 
+def test_ps_run_writes_each_workers_step_timelines_across_tasks(ps_run):
+    """trace.steps in a gRPC mode: every worker writes the session's trace of each traced
+    step, with the ops its step ran on the ps task as well as on itself."""
+    tb = ps_run["root"] / "tb"
+    names = sorted(p.name for p in tb.glob("timeline-*.json"))
+    assert names == [f"timeline-worker{w}-step{s}.json" for w in (0, 1) for s in (3, 4)]
+    for w in (0, 1):
+        events = json.loads((tb / f"timeline-worker{w}-step3.json").read_text())["traceEvents"]
+        devices = {e["args"]["name"] for e in events if e.get("name") == "process_name"}
+        assert any(f"/job:worker/replica:0/task:{w}/" in d for d in devices), devices
+        assert any("/job:ps/" in d for d in devices), devices
+        ops = {e["args"].get("op") for e in events if e.get("ph") == "X"}
+        assert {"RecvTensor", "BiasAddGrad"} <= ops, sorted(o for o in ops if o)
+
+
 def test_eval_reads_a_checkpoint_written_by_a_ps_run(ps_run):
     root = ps_run["root"]
     e = hvdbench(

@@ -22,13 +22,15 @@ the collection of measurements, the final barrier): see :mod:`hvdbench.modes.grp
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from hvdbench import models
-from hvdbench.components import startup
+from hvdbench.components import record, startup
 from hvdbench.config import MODE_CAPABILITIES, Config
 from hvdbench.errors import ClusterError
 from hvdbench.modes.grpc import lost_workers, spawn
@@ -79,6 +81,7 @@ class GrpcGraphMode(Mode):
         self._extras: list[dict[str, Any]] = []
         self._global_steps: list[int] = []
         self._steps_done = 0
+        self._timeline_dir: str | None = None  # while tracing: where step timelines go
         self._lost: set[int] = set()  # workers left out (backup workers; chief only)
 
     @property
@@ -237,6 +240,34 @@ class GrpcGraphMode(Mode):
         self._input_marker = _REAL_INPUT if real else next_batch
         return previous
 
+    def start_trace(self, logdir: str) -> None:
+        """TensorFlow's profile on the chief, and on every worker a step timeline of each
+        traced step: the ops of every task the step ran on (this worker's and the ps
+        tasks' partitions), from the session's own trace (``RunOptions.FULL_TRACE``), as
+        ``timeline-worker<i>-step<n>.json`` in Chrome's trace format (Perfetto or
+        chrome://tracing open it). A transfer that waits shows as a long ``RecvTensor``."""
+        super().start_trace(logdir)
+        self._timeline_dir = logdir
+
+    def stop_trace(self) -> None:
+        super().stop_trace()
+        self._timeline_dir = None
+
+    def _traced_run(self) -> list[Any]:
+        import tensorflow as tf
+        from tensorflow.python.client import timeline
+
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        meta = tf.compat.v1.RunMetadata()
+        out = self.sess.run(
+            self.fetches, feed_dict=self.input.feed, options=options, run_metadata=meta
+        )
+        name = f"timeline-worker{self.worker_index}-step{self._steps_done + 1}.json"
+        trace = timeline.Timeline(meta.step_stats).generate_chrome_trace_format()
+        assert self._timeline_dir is not None
+        record.write_atomic(os.path.join(self._timeline_dir, name), json.loads(trace))
+        return list(out)
+
     def step(self) -> float:
         ps = self.cfg.ps
         if ps.debug_slow_worker == self.worker_index and ps.debug_slow_seconds > 0:
@@ -244,7 +275,12 @@ class GrpcGraphMode(Mode):
         # In the graph's context: a session recreated after a lost ps finalises its
         # Scaffold again, which must not happen in eager mode.
         with self.graph.as_default():
-            _, loss, global_step, *grads = self.sess.run(self.fetches, feed_dict=self.input.feed)
+            if self._timeline_dir is None:
+                _, loss, global_step, *grads = self.sess.run(
+                    self.fetches, feed_dict=self.input.feed
+                )
+            else:
+                _, loss, global_step, *grads = self._traced_run()
         if grads:
             self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
