@@ -255,6 +255,14 @@ class PsConfig:
         "per ps task and step (flattened and concatenated) instead of one gRPC transfer "
         "per variable. Same values; fewer calls for the tasks' gRPC threads to serve."
     )
+    grpc_bdp_probe: bool = fld(
+        "gRPC's bandwidth-delay-product probing, which resizes each connection's flow-"
+        "control window while it runs (gRPC's default: true). false: TF_GRPC_DEFAULT_OPTIONS "
+        "gains grpc.http2.bdp_probe=0 unless it names it already. Measured on loopback, "
+        "false removed the ~125 ms stalls of a packed synchronous parameter_server step "
+        "(3-7 in 60 steps -> 0) but its throughput gain was inside the noise, and the "
+        "other ps modes were 2-8% slower (docs/parameter_server.md)."
+    )
     idle_timeout_s: float = fld(
         "A ps task exits when it has heard nothing from the chief (heartbeat or stop "
         "signal) for this long, so that a ps never outlives a chief that died.",

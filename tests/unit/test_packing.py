@@ -105,3 +105,34 @@ def test_packed_values_arrive_unchanged():
     for got, want, s in zip(got_g + got_v, want_g + want_v, shapes + shapes):
         assert np.shape(got) == s
         np.testing.assert_array_equal(got, want)
+
+
+def test_bdp_probe_off_adds_the_channel_argument_and_keeps_the_users():
+    """ps.grpc_bdp_probe=false reaches TensorFlow's channels as grpc.http2.bdp_probe=0;
+    whatever the user put in TF_GRPC_DEFAULT_OPTIONS stays, and their own bdp_probe wins."""
+    from hvdbench import config
+    from hvdbench.modes.grpc.runtime import apply_channel_options, channel_options
+
+    assert channel_options(None, False) == "grpc.http2.bdp_probe=0"
+    assert channel_options("grpc.keepalive_time_ms=1000", False) == (
+        "grpc.keepalive_time_ms=1000,grpc.http2.bdp_probe=0"
+    )
+    assert channel_options("grpc.http2.bdp_probe=1", False) == "grpc.http2.bdp_probe=1"
+    assert channel_options(None, True) is None
+    assert channel_options("a=1", True) == "a=1"
+    env: dict[str, str] = {}
+    assert (
+        apply_channel_options(
+            config.load(None, ["--mode.name=parameter_server", "--ps.grpc_bdp_probe=false"]), env
+        )
+        == "grpc.http2.bdp_probe=0"
+    )
+    assert env == {"TF_GRPC_DEFAULT_OPTIONS": "grpc.http2.bdp_probe=0"}
+    env = {}
+    assert (
+        apply_channel_options(
+            config.load(None, ["--mode.name=parameter_server", "--ps.grpc_bdp_probe=true"]), env
+        )
+        is None
+    )
+    assert env == {}

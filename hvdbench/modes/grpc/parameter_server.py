@@ -72,6 +72,7 @@ class GrpcGraphMode(Mode):
         intra = tf.config.threading.get_intra_op_parallelism_threads()
         inter = tf.config.threading.get_inter_op_parallelism_threads()
         self.session_config = gr.session_config(role, intra, inter)
+        self.grpc_options = gr.apply_channel_options(cfg)  # before any channel exists
         self.server = gr.start_server(self.membership, self.session_config)
         if role.is_ps:
             gr.serve_ps(self.membership, cfg, self.server, intra, inter)  # never returns
@@ -425,6 +426,8 @@ class GrpcGraphMode(Mode):
             "replicas_to_aggregate": self.replicas_to_aggregate if self.sync else None,
             "staged_vars": self.cfg.ps.staged_vars,
             "pack_transfers": self.cfg.ps.pack_transfers,
+            "grpc_bdp_probe": self.cfg.ps.grpc_bdp_probe,
+            "TF_GRPC_DEFAULT_OPTIONS": self.grpc_options,
             "input_shard": list(self.input_shard),
             "roles_from": "mpi ranks" if self.membership.under_mpi else "explicit cluster",
             **describe(self.membership.spec, self.membership.role),

@@ -119,6 +119,28 @@ def session_config(role: Role, intra: int, inter: int) -> Any:
     )
 
 
+GRPC_OPTIONS_ENV = "TF_GRPC_DEFAULT_OPTIONS"
+BDP_PROBE = "grpc.http2.bdp_probe"
+
+
+def channel_options(existing: str | None, bdp_probe: bool) -> str | None:
+    """The ``TF_GRPC_DEFAULT_OPTIONS`` (TensorFlow's extra gRPC channel arguments,
+    comma-separated ``key=value``) for ``ps.grpc_bdp_probe``: with the probe off,
+    ``grpc.http2.bdp_probe=0`` is added, unless the user's value already names it."""
+    if bdp_probe or (existing and BDP_PROBE in existing):
+        return existing
+    return f"{existing},{BDP_PROBE}=0" if existing else f"{BDP_PROBE}=0"
+
+
+def apply_channel_options(cfg: Config, env: Any = os.environ) -> str | None:
+    """Set ``TF_GRPC_DEFAULT_OPTIONS`` for this process's gRPC channels (created after
+    its server starts) and return the value in effect."""
+    value = channel_options(env.get(GRPC_OPTIONS_ENV), cfg.ps.grpc_bdp_probe)
+    if value is not None:
+        env[GRPC_OPTIONS_ENV] = value
+    return value
+
+
 def start_server(m: Membership, config: Any) -> Any:
     """Start this task's gRPC server on its sparse cluster (a worker: the ps tasks and
     itself), after checking that its port is free."""
