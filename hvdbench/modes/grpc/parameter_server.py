@@ -83,6 +83,7 @@ class GrpcGraphMode(Mode):
         self._global_steps: list[int] = []
         self._steps_done = 0
         self._timeline_dir: str | None = None  # while tracing: where step timelines go
+        self._traced_steps: list[tuple[int, Any]] = []  # (step, its StepStats) to write
         self._lost: set[int] = set()  # workers left out (backup workers; chief only)
 
     @property
@@ -246,27 +247,35 @@ class GrpcGraphMode(Mode):
         traced step: the ops of every task the step ran on (this worker's and the ps
         tasks' partitions), from the session's own trace (``RunOptions.FULL_TRACE``), as
         ``timeline-worker<i>-step<n>.json`` in Chrome's trace format (Perfetto or
-        chrome://tracing open it). A transfer that waits shows as a long ``RecvTensor``."""
+        chrome://tracing open it). A transfer that waits shows as a long ``RecvTensor``.
+        The steps keep their traces; :meth:`stop_trace` writes them, outside the timed
+        steps."""
         super().start_trace(logdir)
         self._timeline_dir = logdir
 
     def stop_trace(self) -> None:
         super().stop_trace()
-        self._timeline_dir = None
-
-    def _traced_run(self) -> list[Any]:
-        import tensorflow as tf
         from tensorflow.python.client import timeline
+
+        for step, stats in self._traced_steps:
+            name = f"timeline-worker{self.worker_index}-step{step}.json"
+            trace = timeline.Timeline(stats).generate_chrome_trace_format()
+            assert self._timeline_dir is not None
+            record.write_atomic(os.path.join(self._timeline_dir, name), json.loads(trace))
+        self._timeline_dir, self._traced_steps = None, []
+
+    def _run_step(self) -> list[Any]:
+        """One session step of ``self.fetches``; traced while a trace is on."""
+        if self._timeline_dir is None:
+            return list(self.sess.run(self.fetches, feed_dict=self.input.feed))
+        import tensorflow as tf
 
         options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
         meta = tf.compat.v1.RunMetadata()
         out = self.sess.run(
             self.fetches, feed_dict=self.input.feed, options=options, run_metadata=meta
         )
-        name = f"timeline-worker{self.worker_index}-step{self._steps_done + 1}.json"
-        trace = timeline.Timeline(meta.step_stats).generate_chrome_trace_format()
-        assert self._timeline_dir is not None
-        record.write_atomic(os.path.join(self._timeline_dir, name), json.loads(trace))
+        self._traced_steps.append((self._steps_done + 1, meta.step_stats))
         return list(out)
 
     def step(self) -> float:
@@ -276,12 +285,7 @@ class GrpcGraphMode(Mode):
         # In the graph's context: a session recreated after a lost ps finalises its
         # Scaffold again, which must not happen in eager mode.
         with self.graph.as_default():
-            if self._timeline_dir is None:
-                _, loss, global_step, *grads = self.sess.run(
-                    self.fetches, feed_dict=self.input.feed
-                )
-            else:
-                _, loss, global_step, *grads = self._traced_run()
+            _, loss, global_step, *grads = self._run_step()
         if grads:
             self._last_gradients = list(zip(self._gradient_names, grads[0]))
         self._steps_done += 1
