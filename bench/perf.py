@@ -487,6 +487,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, hw: dict[str,
         f"model {args.model}, per-device batch {args.batch}, {args.steps} measured steps, "
         f"{args.repeats} alternations, medians; {os.cpu_count()} cores",
         f"CPU: {machine_line(hw)}",
+        f"Software: {software_line()}",
     ]
     if any("ratio" in r for r in results):
         lines += [
@@ -573,6 +574,27 @@ def machine_line(hw: dict[str, Any]) -> str:
     :func:`hvdbench.components.record.hardware`), for every figure."""
     isa = "+".join(hw["cpu_isa"]) or "no AVX"
     return f"{hw['cpu_model']} ({hw['cpu_id']}; {isa}; BogoMIPS {hw['bogomips']})"
+
+
+def software() -> dict[str, str | None]:
+    """The releases the figures were taken with (the gRPC modes' figures move with the
+    TensorFlow release: docs/PERFORMANCE.md), from the installed distributions' metadata."""
+    from importlib import metadata
+
+    from hvdbench import tfcompat
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"tensorflow": tfcompat.tensorflow_version(), "horovod": version("horovod")}
+
+
+def software_line() -> str:
+    sw = software()
+    return f"TensorFlow {sw['tensorflow'] or 'not installed'}, Horovod {sw['horovod'] or 'not installed'}"
 
 
 def commit() -> str | None:
@@ -763,6 +785,7 @@ def write_json(
                 "commit": commit(),
                 "machine": machine_line(hw),
                 "hardware": hw,
+                "software": software(),
                 "seconds": time.time() - started,
                 **body,
                 "table": text,

@@ -1,12 +1,13 @@
 """Two TensorFlow releases side by side in one run (issue 17's benchmark).
 
-Each round runs `bench/perf.py --only harness` with the Horovod rows as variants, once with
+Each round runs `bench/perf.py --only harness` with the Horovod rows as variants (with
+`--ps`, also the parameter-server rows that have targets), once with
 each venv's Python, alternating venvs; so both releases meet the same drift of a noisy
 machine. Per release it gives each row's images/sec and ratio to that release's own
 communication-free limit (min / median / max over the rounds); across releases, each row's
 images/sec of the later venv over the first one's, round by round.
 
-    python bench/tf_versions.py --venv .venv-tf2.14 --venv .venv [--rounds 3] [--steps 30]
+    python bench/tf_versions.py --venv .venv-tf2.14 --venv .venv [--rounds 3] [--steps 30] [--ps]
 
 It is a benchmark, not a test: nothing here asserts.
 """
@@ -33,6 +34,14 @@ import perf  # noqa: E402  (bench/perf.py: the table's CPU line)
 VARIANTS = [
     "horovod, mpirun (defaults)|mpirun",
     "horovod, horovodrun --gloo (defaults)|horovodrun",
+]
+# perf.py's parameter-server rows that have targets (its ps_variants, as --variant text).
+PS_VARIANTS = [
+    "parameter_server sync|horovodrun|--mode.name=parameter_server --ps.num_ps=1 "
+    "--ps.sync=true --ps.staged_vars=false",
+    "parameter_server async staged|horovodrun|--mode.name=parameter_server --ps.num_ps=1 "
+    "--ps.sync=false --ps.staged_vars=true",
+    "distributed_replicated sync|horovodrun|--mode.name=distributed_replicated",
 ]
 HARNESS = "harness overhead: hvdbench 1 rank / minimal loop"
 
@@ -63,10 +72,16 @@ def one_round(venv: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]
         f"--model={args.model}",
         f"--batch={args.batch}",
         f"--out={out}",
-        *[f"--variant={v}" for v in VARIANTS],
+        *[f"--variant={v}" for v in variants(args)],
     ]
     subprocess.run(cmd, check=True, cwd=REPO, timeout=3600, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
+
+
+def variants(args: argparse.Namespace) -> list[str]:
+    """perf.py --variant texts of one round: the Horovod rows, the ps rows with --ps, and
+    the user's own."""
+    return [*VARIANTS, *(PS_VARIANTS if args.ps else []), *args.variant]
 
 
 def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -102,6 +117,19 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument(
+        "--ps",
+        action="store_true",
+        help="also the parameter-server rows with targets: sync, async staged, "
+        "distributed_replicated",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="repeatable; another row, in perf.py's --variant form "
+        "('label|launcher|--overrides ...|VAR=value ...')",
+    )
     p.add_argument("--out", type=Path, default=REPO / "tf-versions.json")
     args = p.parse_args()
     if len(args.venv) < 2:
