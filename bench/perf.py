@@ -290,6 +290,19 @@ def ps_variants() -> list[Variant]:
     ]
 
 
+def targeted_ps_variants() -> list[Variant]:
+    """The parameter-server rows that have targets (TARGETS), as --quick runs them."""
+    return [v for v in ps_variants() if v[0] in TARGETS]
+
+
+def variant_text(v: Variant) -> str:
+    """The --variant text of a variant (:func:`parse_variant`'s inverse)."""
+    label, launcher, overrides, extra = v
+    return "|".join(
+        [label, launcher, " ".join(overrides), " ".join(f"{k}={x}" for k, x in extra.items())]
+    )
+
+
 def parse_variant(text: str) -> Variant:
     """`label|launcher|--a=1 --b=2|VAR=1 VAR2=2` (the last two parts optional)."""
     parts = (text.split("|") + ["", ""])[:4]
@@ -593,8 +606,8 @@ def software() -> dict[str, str | None]:
 
 
 def software_line() -> str:
-    sw = software()
-    return f"TensorFlow {sw['tensorflow'] or 'not installed'}, Horovod {sw['horovod'] or 'not installed'}"
+    sw = {k: v or "not installed" for k, v in software().items()}
+    return f"TensorFlow {sw['tensorflow']}, Horovod {sw['horovod']}"
 
 
 def commit() -> str | None:
@@ -739,13 +752,7 @@ def main() -> int:
     if "ps" in parts:  # 3.
         specs += ps_variants()
     if args.quick:
-        targeted = {label: v for v in [*ps_variants()] for label in [v[0]]}
-        specs += [
-            ("horovod, mpirun (defaults)", "mpirun", [], {}),
-            targeted["parameter_server sync"],
-            targeted["parameter_server async staged"],
-            targeted["distributed_replicated sync"],
-        ]
+        specs += [("horovod, mpirun (defaults)", "mpirun", [], {}), *targeted_ps_variants()]
     specs += args.variant
     with tempfile.TemporaryDirectory() as out:
         if "harness" in parts:

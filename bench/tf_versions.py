@@ -35,14 +35,6 @@ VARIANTS = [
     "horovod, mpirun (defaults)|mpirun",
     "horovod, horovodrun --gloo (defaults)|horovodrun",
 ]
-# perf.py's parameter-server rows that have targets (its ps_variants, as --variant text).
-PS_VARIANTS = [
-    "parameter_server sync|horovodrun|--mode.name=parameter_server --ps.num_ps=1 "
-    "--ps.sync=true --ps.staged_vars=false",
-    "parameter_server async staged|horovodrun|--mode.name=parameter_server --ps.num_ps=1 "
-    "--ps.sync=false --ps.staged_vars=true",
-    "distributed_replicated sync|horovodrun|--mode.name=distributed_replicated",
-]
 HARNESS = "harness overhead: hvdbench 1 rank / minimal loop"
 
 
@@ -81,7 +73,8 @@ def one_round(venv: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]
 def variants(args: argparse.Namespace) -> list[str]:
     """perf.py --variant texts of one round: the Horovod rows, the ps rows with --ps, and
     the user's own."""
-    return [*VARIANTS, *(PS_VARIANTS if args.ps else []), *args.variant]
+    ps = [perf.variant_text(v) for v in perf.targeted_ps_variants()] if args.ps else []
+    return [*VARIANTS, *ps, *args.variant]
 
 
 def rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
