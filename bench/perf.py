@@ -592,17 +592,13 @@ def machine_line(hw: dict[str, Any]) -> str:
 def software() -> dict[str, str | None]:
     """The releases the figures were taken with (the gRPC modes' figures move with the
     TensorFlow release: docs/PERFORMANCE.md), from the installed distributions' metadata."""
-    from importlib import metadata
-
     from hvdbench import tfcompat
+    from hvdbench.components import record
 
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {"tensorflow": tfcompat.tensorflow_version(), "horovod": version("horovod")}
+    return {
+        "tensorflow": tfcompat.tensorflow_version(),
+        "horovod": record.installed_version("horovod"),
+    }
 
 
 def software_line() -> str:

@@ -153,6 +153,16 @@ def hardware(gpus: list[str] | None = None, cpuinfo: str = "/proc/cpuinfo") -> d
     }
 
 
+def installed_version(package: str) -> str | None:
+    """An installed distribution's version, from its metadata (no import), or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def python_version() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 

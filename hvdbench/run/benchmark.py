@@ -55,7 +55,7 @@ def versions() -> dict[str, Any]:
     build = tf.sysconfig.get_build_info()
     return {
         "hvdbench": __import__("hvdbench").__version__,
-        "horovod": _installed("horovod"),
+        "horovod": record.installed_version("horovod"),
         "python": record.python_version(),
         "tensorflow": tf.__version__,
         "keras": tfcompat.keras_info(),
@@ -71,15 +71,6 @@ def _gpu_names() -> list[str]:
     import tensorflow as tf
 
     return [d.name for d in tf.config.list_physical_devices("GPU")]
-
-
-def _installed(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def run_rank(cfg: Config, topo: Topology, argv: list[str]) -> int:
