@@ -8,7 +8,7 @@ modes use those, with every hyperparameter taken from the config as in the Keras
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -48,17 +48,21 @@ def make_local(variables: list[Any]) -> None:
         graph.add_to_collection(v1.GraphKeys.LOCAL_VARIABLES, v)
 
 
-def local_model_copy(ps_model: Any, build_local_model: Callable[[], Any]) -> tuple[Any, list[Any]]:
+def local_model_copy(
+    ps_model: Any, build_local_model: Callable[[], Any], share_statistics: bool = True
+) -> tuple[Any, list[Any]]:
     """Build a worker-local model (in the caller's device scope) whose trainable variables
     stay out of the global collection and match the ps model's one to one.
 
-    Its non-trainable variables (batch norm's moving mean and variance) are not copies:
-    the local model is built on the ps model's own, so that its forward pass updates the
-    moving averages on the ps, as the plain parameter_server mode does, and a checkpoint
-    or ``eval`` of the ps variables sees them trained. (Local copies of them would train
-    on the workers and leave the ps's at their initial values.)"""
-    shared = list(ps_model.non_trainable_variables)
-    with _reusing(shared):
+    With ``share_statistics``, its non-trainable variables (batch norm's moving mean and
+    variance) are not copies: the local model is built on the ps model's own, so that its
+    forward pass updates the moving averages on the ps, as the plain parameter_server mode
+    does, and a checkpoint or ``eval`` of the ps variables sees them trained. (Local copies
+    of them, updated in place, would train on the workers and leave the ps's at their
+    initial values.) Without it they are local too, for a caller that sends their updates
+    to the ps model's itself (:mod:`hvdbench.modes.grpc.moving_stats`)."""
+    shared = list(ps_model.non_trainable_variables) if share_statistics else []
+    with _reusing(shared) if share_statistics else nullcontext():
         model = build_local_model()
     variables = model.trainable_variables
     if len(variables) != len(ps_model.trainable_variables) or any(
@@ -66,7 +70,7 @@ def local_model_copy(ps_model: Any, build_local_model: Callable[[], Any]) -> tup
     ):
         raise RuntimeError("the local copy of the model has other variables")
     reused = {id(v) for v in shared}
-    if {id(v) for v in model.non_trainable_variables} != reused:
+    if share_statistics and {id(v) for v in model.non_trainable_variables} != reused:
         raise RuntimeError("the local copy of the model did not reuse the ps model's statistics")
     make_local([v for v in model.variables if id(v) not in reused])
     return model, variables
@@ -112,7 +116,9 @@ class LocalCopy:
         self.ps_variables = ps_model.trainable_variables
         self.device, self.packed = device, packed
         with tf.device(device):
-            self.local_model, self.local_variables = local_model_copy(ps_model, build_local_model)
+            self.local_model, self.local_variables = local_model_copy(
+                ps_model, build_local_model, share_statistics=not packed
+            )
             self.refresh = self._assign_from_ps()
 
     def _assign_from_ps(self) -> Any:

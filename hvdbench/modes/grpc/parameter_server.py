@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 from hvdbench import models
@@ -485,10 +486,14 @@ class GrpcGraphMode(Mode):
                         opt, replicas_to_aggregate=self.replicas_to_aggregate, total_num_replicas=n
                     )
                 first_op = len(self.graph.get_operations())
+                self._statistics_updates: list[Any] | None = None
                 loss, gv, deps = self._gradients(opt, model, images, labels)
                 # Batch norm's moving averages: in a v1 graph nothing runs unless fetched,
-                # so the assign_sub ops of this forward pass are made to run every step.
-                deps = deps + gt.moving_average_updates(self.graph, first_op)
+                # so the updates of this forward pass are made to run every step: packed
+                # (one op per ps task), or the graph's own assign_sub ops.
+                if self._statistics_updates is None:
+                    self._statistics_updates = gt.moving_average_updates(self.graph, first_op)
+                deps = deps + self._statistics_updates
                 gv = training.clip_pairs(gv, cfg.train.gradient_clip_norm)
                 if deps:  # on the gradients, not around apply_gradients, whose side ops
                     # (SyncReplicasOptimizer's readiness checks) must not wait for a step
@@ -496,7 +501,8 @@ class GrpcGraphMode(Mode):
                         gv = [(tf.identity(g), v) for g, v in gv]
                 if cfg.ps.pack_transfers:
                     gv = packing.gradients_to_ps(gv)
-                apply = opt.apply_gradients(gv, global_step=global_step)
+                with packing.one_local_step_read() if cfg.ps.pack_transfers else nullcontext():
+                    apply = opt.apply_gradients(gv, global_step=global_step)
                 self.train_op = self._after_apply(apply)
                 self.global_step_read = tf.identity(global_step)
                 self.fetches = [self.train_op, loss, self.global_step_read]
@@ -531,8 +537,27 @@ class GrpcGraphMode(Mode):
         """The loss, (gradient, ps variable) pairs, and what the gradients must wait for."""
         from hvdbench.components import training
 
-        loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
+        with self._statistics(model):
+            loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
         return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
+
+    @contextlib.contextmanager
+    def _statistics(self, forward: Any, ps_model: Any = None) -> Iterator[None]:
+        """Around building ``forward``'s pass: with ``ps.pack_transfers``, its batch-norm
+        updates are deferred and built packed, on ``ps_model``'s statistics when
+        ``forward`` is a local copy (:mod:`hvdbench.modes.grpc.moving_stats`)."""
+        if not self.cfg.ps.pack_transfers:
+            yield
+            return
+        from hvdbench.modes.grpc import graph_training as gt
+        from hvdbench.modes.grpc import moving_stats
+
+        first_op = len(self.graph.get_operations())
+        with moving_stats.deferred(forward) as pending:
+            yield
+        not_deferred = gt.moving_average_updates(self.graph, first_op)  # e.g. renorm's
+        targets = moving_stats.statistics_map(forward, ps_model) if ps_model is not None else None
+        self._statistics_updates = not_deferred + moving_stats.build_updates(pending, targets)
 
     def _after_apply(self, apply: Any) -> Any:
         return apply
@@ -549,20 +574,35 @@ class ParameterServerMode(GrpcGraphMode):
     def _gradients(
         self, opt: Any, model: Any, images: Any, labels: Any
     ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
-        if not self.cfg.ps.staged_vars:
+        cfg = self.cfg
+        if not cfg.ps.staged_vars and not cfg.ps.pack_transfers:
             return super()._gradients(opt, model, images, labels)
         import tensorflow as tf
 
         from hvdbench.components import training
+        from hvdbench.modes.grpc.graph_training import LocalCopy
         from hvdbench.modes.grpc.staging import StagedVariables
 
-        cfg = self.cfg
+        if not cfg.ps.staged_vars:
+            # Packed reads: the ps values, read in one transfer per ps task at the start
+            # of the step (as the unpacked reads are), into a buffer the step computes on.
+            with tf.compat.v1.device(None):  # the buffer stays off the ps
+                self.reads = LocalCopy(model, lambda: models.build(cfg), self.worker_device, True)
+            with self._statistics(self.reads.local_model, model):
+                with tf.control_dependencies([self.reads.refresh]):
+                    loss = training.loss_fn(
+                        self.reads.local_model, images, labels, cfg.train.weight_decay
+                    )
+            return loss, self.reads.gradients(loss), []
         with tf.compat.v1.device(None):  # the local copy stays off the ps
             self.staging = StagedVariables(
                 model, lambda: models.build(cfg), self.worker_device, cfg.ps.pack_transfers
             )
         wd = cfg.train.weight_decay
-        loss = self.staging.compute_after_take(lambda m: training.loss_fn(m, images, labels, wd))
+        with self._statistics(self.staging.local_model, model):
+            loss = self.staging.compute_after_take(
+                lambda m: training.loss_fn(m, images, labels, wd)
+            )
         # The ps values for the next step are read before this step's update.
         return loss, self.staging.gradients(loss), [self.staging.refill]
 
@@ -592,7 +632,8 @@ class DistributedReplicatedMode(GrpcGraphMode):
             self.copy = LocalCopy(
                 model, lambda: models.build(cfg), self.worker_device, cfg.ps.pack_transfers
             )
-        loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
+        with self._statistics(self.copy.local_model, model):
+            loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
         return loss, self.copy.gradients(loss), []
 
     def _after_apply(self, apply: Any) -> Any:

@@ -39,7 +39,9 @@ class StagedVariables:
     ) -> None:
         ps_variables = self.ps_variables = ps_model.trainable_variables
         with tf.device(device):
-            self.local_model, self.local_variables = local_model_copy(ps_model, build_local_model)
+            self.local_model, self.local_variables = local_model_copy(
+                ps_model, build_local_model, share_statistics=not packed
+            )
             self.area = data_flow_ops.StagingArea(
                 dtypes=[v.dtype.base_dtype for v in ps_variables],
                 shapes=[v.shape for v in ps_variables],
