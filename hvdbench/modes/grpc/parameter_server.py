@@ -537,8 +537,9 @@ class GrpcGraphMode(Mode):
         """The loss, (gradient, ps variable) pairs, and what the gradients must wait for."""
         from hvdbench.components import training
 
-        with self._statistics(model):
-            loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
+        # Reached unpacked only (packed, every mode computes on a worker-local buffer), so
+        # build() collects this pass's batch-norm updates from the graph.
+        loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
         return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
 
     @contextlib.contextmanager
