@@ -255,7 +255,7 @@ class PsConfig:
         "with it (flattened and concatenated), instead of one per tensor: the gradients, "
         "the values (read at the start of the step, or one step ahead when staged), batch "
         "norm's moving-average updates, and the synchronous optimizer's local step. Same "
-        "values; resnet20 on 2 ps tasks crosses 11-15 times a step instead of 280-370 "
+        "values; resnet20 on 2 ps tasks crosses 9-12 times a step instead of 240-330 "
         "(docs/parameter_server.md)."
     )
     grpc_bdp_probe: bool = fld(

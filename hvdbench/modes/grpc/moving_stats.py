@@ -3,16 +3,17 @@
 In a ``tf.compat.v1`` graph, Keras batch norm updates each moving mean and variance with an
 ``assign_sub`` colocated with the variable, on its ps task, computed there from the batch
 moments the worker computes. resnet20's 21 batch-norm layers make that 42 moments and 21
-momentum constants crossing to the ps every step and, since the gradients wait for the
+momentum constants crossing to the ps every step and, when the gradients waited for the
 updates, 42 control edges back: about a hundred gRPC transfers a step, where the packed
-gradients take one (:mod:`hvdbench.modes.grpc.packing`).
+gradients take one (:mod:`hvdbench.modes.grpc.packing`). Nothing waits for the updates now:
+they run with the step, as targets of their own on their ps tasks.
 
 Under :func:`deferred`, a model's forward pass records each update instead of building it
 (Keras builds them in one method, ``_assign_moving_average``, which is replaced on the
 model's batch-norm layers for the duration). :func:`build_updates` then moves the recorded
 moments to each variable's task in one packed transfer and builds the layer's own update
 there, on the moved values: the same ``assign_sub`` and the same values, with one op per
-ps task for the gradients to wait for (one control edge per task).
+ps task for the step to run.
 
 The update may go to another variable than the one the layer holds: a worker-local copy of
 the model (``distributed_replicated``, staged variables) has moving statistics of its own,

@@ -21,7 +21,7 @@ ps task. Batch norm's moving-average updates are packed by
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,32 +36,46 @@ def _groups(items: list[tuple[int, Any, Any]]) -> dict[tuple[str, Any], list[tup
     return out
 
 
-def move(tensors: list[Any], shapes: list[Any], device: str) -> list[Any]:
+def move(
+    tensors: list[Any], shapes: list[Any], device: str, after: Sequence[Any] = ()
+) -> list[Any]:
     """``tensors`` (dense, one dtype, on one device: the caller's scope) as they arrive
     on ``device`` through one transfer: flattened and concatenated here, split and
-    reshaped there."""
-    if len(tensors) == 1:
-        with tf.device(device):
+    reshaped there, the split after the ops or tensors ``after``."""
+    with tf.device(device), tf.control_dependencies(after):
+        if len(tensors) == 1:
             return [tf.identity(tensors[0])]
     flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
     sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
     with tf.device(device):
-        parts = tf.split(flat, sizes)
+        with tf.control_dependencies(after):
+            parts = tf.split(flat, sizes)
         return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
 
 
-def gradients_to_ps(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+def gradients_to_ps(
+    pairs: list[tuple[Any, Any]], after: Sequence[Any] = ()
+) -> list[tuple[Any, Any]]:
     """(gradient, ps variable) pairs whose gradients reach each variable's task in one
-    transfer per task and dtype. Called in the worker's device scope."""
+    transfer per task and dtype. Called in the worker's device scope.
+
+    ``after``: tensors on ps tasks (:func:`read_packed`'s ``sources``) that must be
+    computed before the update; each task's gradients wait for that task's, there, so
+    that the ordering adds no transfer (one on a task without gradients of its own waits
+    on every task's)."""
     out = list(pairs)
     dense = [
         (i, g, (v.device, g.dtype))
         for i, (g, v) in enumerate(pairs)
         if isinstance(g, tf.Tensor) and g.shape.is_fully_defined()
     ]
-    for (device, _), members in _groups(dense).items():
+    groups = _groups(dense)
+    devices = {device for device, _ in groups}
+    elsewhere = [t for t in after if t.device not in devices]
+    for (device, _), members in groups.items():
         idx = [i for i, _ in members]
-        moved = move([g for _, g in members], [pairs[i][1].shape for i in idx], device)
+        wait = [t for t in after if t.device == device] + elsewhere
+        moved = move([g for _, g in members], [pairs[i][1].shape for i in idx], device, wait)
         for i, g in zip(idx, moved):
             out[i] = (g, pairs[i][1])
     return out
@@ -70,15 +84,34 @@ def gradients_to_ps(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
 def read_from_ps(variables: list[Any], device: str) -> list[Any]:
     """The values of ``variables`` (ps variables) as they arrive on ``device``, in one
     transfer per ps task and dtype; each group is read on its own task."""
+    return read_packed(variables, device)[0]
+
+
+def read_packed(variables: list[Any], device: str) -> tuple[list[Any], list[Any]]:
+    """:func:`read_from_ps`'s values, and its ``sources``: the tensor each group's
+    transfer starts from, on the group's ps task (a step that computes one has read that
+    group's variables)."""
     values: list[Any] = [None] * len(variables)
+    sources: list[Any] = []
     keyed = [(i, v, (v.device, v.dtype.base_dtype)) for i, v in enumerate(variables)]
     for (ps_device, _), members in _groups(keyed).items():
         with tf.device(ps_device):
             reads = [v.read_value() for _, v in members]
             moved = move(reads, [v.shape for _, v in members], device)
+            sources.append(_source(moved[0], ps_device))
         for (i, _), value in zip(members, moved):
             values[i] = value
-    return values
+    return values, sources
+
+
+def _source(moved: Any, ps_device: str) -> Any:
+    """The tensor on ``ps_device`` that ``moved`` (one of :func:`move`'s outputs: a
+    reshape of a split, or an identity) was made from."""
+    x = moved
+    while x.device != ps_device and x.op.inputs:
+        x = x.op.inputs[0]
+    assert x.device == ps_device, (moved, ps_device)
+    return x
 
 
 LOCAL_STEP = "sync_rep_local_step"  # the variable SyncReplicasOptimizer.apply_gradients makes

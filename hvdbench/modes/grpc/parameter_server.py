@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 from hvdbench import models
 from hvdbench.components import record, startup
@@ -40,6 +40,15 @@ from hvdbench.modes.grpc.placement import GreedyByteSize
 from hvdbench.modes.registry import Mode, register
 
 _REAL_INPUT: Any = object()  # swap_input's marker for the graph's real input
+
+
+class ForwardPass(NamedTuple):
+    """What a mode's ``_gradients`` builds for one step."""
+
+    loss: Any
+    pairs: list[tuple[Any, Any]]  # (gradient, ps variable)
+    before_update: list[Any]  # what the update must follow (the ps values read for staging)
+    with_step: list[Any]  # what else runs each step, in no order with the update
 
 
 class GrpcGraphMode(Mode):
@@ -487,23 +496,30 @@ class GrpcGraphMode(Mode):
                     )
                 first_op = len(self.graph.get_operations())
                 self._statistics_updates: list[Any] | None = None
-                loss, gv, deps = self._gradients(opt, model, images, labels)
+                step = self._gradients(opt, model, images, labels)
+                loss = step.loss
                 # Batch norm's moving averages: in a v1 graph nothing runs unless fetched,
-                # so the updates of this forward pass are made to run every step: packed
-                # (one op per ps task), or the graph's own assign_sub ops.
+                # so the updates of this forward pass run with every step: packed (one op
+                # per ps task), or the graph's own assign_sub ops. Nothing waits for them:
+                # when the gradients did, the step's tail was a round trip longer (the
+                # moments crossed, then a control edge back, then the gradients).
                 if self._statistics_updates is None:
                     self._statistics_updates = gt.moving_average_updates(self.graph, first_op)
-                deps = deps + self._statistics_updates
-                gv = training.clip_pairs(gv, cfg.train.gradient_clip_norm)
-                if deps:  # on the gradients, not around apply_gradients, whose side ops
-                    # (SyncReplicasOptimizer's readiness checks) must not wait for a step
-                    with tf.control_dependencies(deps):
-                        gv = [(tf.identity(g), v) for g, v in gv]
+                with_step = step.with_step + self._statistics_updates
+                gv = training.clip_pairs(step.pairs, cfg.train.gradient_clip_norm)
+                # The ordering goes on the gradients, not around apply_gradients, whose
+                # side ops (SyncReplicasOptimizer's readiness checks) must not wait for a
+                # step; packed, on each ps task's split of its gradients.
                 if cfg.ps.pack_transfers:
-                    gv = packing.gradients_to_ps(gv)
+                    gv = packing.gradients_to_ps(gv, after=step.before_update)
+                elif step.before_update:
+                    with tf.control_dependencies(step.before_update):
+                        gv = [(tf.identity(g), v) for g, v in gv]
                 with packing.one_local_step_read() if cfg.ps.pack_transfers else nullcontext():
                     apply = opt.apply_gradients(gv, global_step=global_step)
-                self.train_op = self._after_apply(apply)
+                # Run as targets of their own: each on its task, with no control edge
+                # back to the worker (a tf.group would make one per task).
+                self.train_op = [self._after_apply(apply), *with_step]
                 self.global_step_read = tf.identity(global_step)
                 self.fetches = [self.train_op, loss, self.global_step_read]
                 if self.is_chief and cfg.summary.dir and cfg.summary.verbosity >= 2:
@@ -531,16 +547,15 @@ class GrpcGraphMode(Mode):
                 self.graph, model.variables, global_step, lambda: models.build(cfg)
             )
 
-    def _gradients(
-        self, opt: Any, model: Any, images: Any, labels: Any
-    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
-        """The loss, (gradient, ps variable) pairs, and what the gradients must wait for."""
+    def _gradients(self, opt: Any, model: Any, images: Any, labels: Any) -> ForwardPass:
+        """The loss, (gradient, ps variable) pairs, and what the update must follow and
+        what must run with it."""
         from hvdbench.components import training
 
         # Reached unpacked only (packed, every mode computes on a worker-local buffer), so
         # build() collects this pass's batch-norm updates from the graph.
         loss = training.loss_fn(model, images, labels, self.cfg.train.weight_decay)
-        return loss, opt.compute_gradients(loss, var_list=self.model_variables), []
+        return ForwardPass(loss, opt.compute_gradients(loss, var_list=self.model_variables), [], [])
 
     @contextlib.contextmanager
     def _statistics(self, forward: Any, ps_model: Any = None) -> Iterator[None]:
@@ -572,9 +587,7 @@ class ParameterServerMode(GrpcGraphMode):
 
     staging: Any = None
 
-    def _gradients(
-        self, opt: Any, model: Any, images: Any, labels: Any
-    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+    def _gradients(self, opt: Any, model: Any, images: Any, labels: Any) -> ForwardPass:
         cfg = self.cfg
         if not cfg.ps.staged_vars and not cfg.ps.pack_transfers:
             return super()._gradients(opt, model, images, labels)
@@ -594,7 +607,7 @@ class ParameterServerMode(GrpcGraphMode):
                     loss = training.loss_fn(
                         self.reads.local_model, images, labels, cfg.train.weight_decay
                     )
-            return loss, self.reads.gradients(loss), []
+            return ForwardPass(loss, self.reads.gradients(loss), [], [])
         with tf.compat.v1.device(None):  # the local copy stays off the ps
             self.staging = StagedVariables(
                 model, lambda: models.build(cfg), self.worker_device, cfg.ps.pack_transfers
@@ -605,7 +618,8 @@ class ParameterServerMode(GrpcGraphMode):
                 lambda m: training.loss_fn(m, images, labels, wd)
             )
         # The ps values for the next step are read before this step's update.
-        return loss, self.staging.gradients(loss), [self.staging.refill]
+        staging = self.staging
+        return ForwardPass(loss, staging.gradients(loss), staging.read_before, [staging.refill])
 
     def after_session(self, sess: Any) -> None:
         if self.staging is not None:
@@ -620,9 +634,7 @@ class DistributedReplicatedMode(GrpcGraphMode):
 
     capabilities = MODE_CAPABILITIES["distributed_replicated"]
 
-    def _gradients(
-        self, opt: Any, model: Any, images: Any, labels: Any
-    ) -> tuple[Any, list[tuple[Any, Any]], list[Any]]:
+    def _gradients(self, opt: Any, model: Any, images: Any, labels: Any) -> ForwardPass:
         import tensorflow as tf
 
         from hvdbench.components import training
@@ -635,7 +647,7 @@ class DistributedReplicatedMode(GrpcGraphMode):
             )
         with self._statistics(self.copy.local_model, model):
             loss = training.loss_fn(self.copy.local_model, images, labels, cfg.train.weight_decay)
-        return loss, self.copy.gradients(loss), []
+        return ForwardPass(loss, self.copy.gradients(loss), [], [])
 
     def _after_apply(self, apply: Any) -> Any:
         return self.copy.refresh_after(apply)

@@ -12,6 +12,15 @@ How it works, per worker:
   it computes, stages the ps values **as they are before this step's update** for the
   next step; the update is applied to the ps variables after that read.
 
+Packed (``ps.pack_transfers``), each ps task reads its values at the start of the step,
+waiting for nothing of the worker's, and its share of the update waits for that read
+there, on the task (:attr:`StagedVariables.read_before`). Were the read to wait for the
+take, a control edge from the worker, it would come at the end of the step: a ps task
+pulls what it receives from a worker, and the worker serves that pull from its inter-op
+pool, which has one thread a core and is busy with the step until its last op (the trace
+in docs/parameter_server.md, "Transfers"). The read then sat in the tail of every step,
+between the gradients and the update.
+
 So the gradient applied at step k was computed on the variables of step k-1: one step
 stale. Step 0 and step 1 both compute on the initial values (the buffer is primed with
 them), and in general the loss a worker reports at step k is the loss of the variables
@@ -26,13 +35,18 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import data_flow_ops  # private: StagingArea is not exported
 
+from hvdbench.modes.grpc import packing
 from hvdbench.modes.grpc.graph_training import local_model_copy, read_values
 
 v1 = tf.compat.v1
 
 
 class StagedVariables:
-    """A local model fed with one-step-stale values of the ps variables."""
+    """A local model fed with one-step-stale values of the ps variables.
+
+    ``refill`` stages the next step's values (run it with the step); ``read_before`` is
+    what the step's update must follow: the packed reads on the ps tasks, or, unpacked,
+    ``refill`` itself."""
 
     def __init__(
         self, ps_model: Any, build_local_model: Callable[[], Any], device: str, packed: bool
@@ -54,9 +68,15 @@ class StagedVariables:
             self.take = tf.group(
                 *[lv.assign(value) for lv, value in zip(self.local_variables, staged)]
             )
-            with tf.control_dependencies([self.take]):
-                # The ps values before this step's update, for the next step.
-                self.refill = self.area.put(read_values(ps_variables, device, packed))
+            # The ps values before this step's update, for the next step.
+            if packed:
+                values, self.read_before = packing.read_packed(ps_variables, device)
+                with tf.control_dependencies([self.take]):
+                    self.refill = self.area.put(values)
+            else:
+                with tf.control_dependencies([self.take]):
+                    self.refill = self.area.put(read_values(ps_variables, device, packed))
+                self.read_before = [self.refill]
 
     def prime(self, sess: Any) -> None:
         """Stage the ps values before the first step of a session. A session recreated
