@@ -33,19 +33,23 @@ def _job(op) -> str:
     return tf.DeviceSpec.from_string(_device(op)).job or "worker"  # unplaced: the worker's
 
 
-def _step_crossings(fetches) -> dict[tuple[str, str], int]:
-    """{(from job, to job): tensors and control edges crossing} in the ops that a step
-    running ``fetches`` runs, each counted once per receiving job."""
+def _closure(*fetches) -> set:
+    """The ops a step running ``fetches`` runs."""
     ops = [f if isinstance(f, tf.Operation) else f.op for f in tf.nest.flatten(fetches)]
-    graph, seen = ops[0].graph, set()
+    seen: dict = {}
     while ops:
         op = ops.pop()
         if op.name not in seen:
-            seen.add(op.name)
+            seen[op.name] = op
             ops += [x.op for x in op.inputs] + list(op.control_inputs)
+    return set(seen.values())
+
+
+def _step_crossings(fetches) -> dict[tuple[str, str], int]:
+    """{(from job, to job): tensors and control edges crossing} in the ops that a step
+    running ``fetches`` runs, each counted once per receiving job."""
     crossing: set[tuple[str, str, str]] = set()
-    for name in seen:
-        op = graph.get_operation_by_name(name)
+    for op in _closure(fetches):
         sources = [(x.name, x.op) for x in op.inputs] + [(c.name, c) for c in op.control_inputs]
         for src_name, src in sources:
             if _job(src) != _job(op):
@@ -111,18 +115,6 @@ def test_a_packed_step_crosses_a_few_times_per_ps_task(variant):
     assert packed <= 6 * 2, counts[True]
 
 
-def _closure(*fetches) -> set:
-    """The ops a step running ``fetches`` runs."""
-    ops = [f if isinstance(f, tf.Operation) else f.op for f in tf.nest.flatten(fetches)]
-    seen: dict = {}
-    while ops:
-        op = ops.pop()
-        if op.name not in seen:
-            seen[op.name] = op
-            ops += [x.op for x in op.inputs] + list(op.control_inputs)
-    return set(seen.values())
-
-
 def _gradient_splits(mode) -> list:
     """The ops on the ps tasks that split each task's packed gradients: those that split
     a tensor from the worker, less batch norm's moments (what the updates are made of)."""
@@ -159,17 +151,17 @@ def test_staged_values_are_read_at_the_start_and_updated_after():
     and the task's gradients are applied only after that read, ordered on the task."""
     mode = _built_mode([*VARIANTS["ps-async-staged"], "--ps.pack_transfers=true"])
     reads = mode.staging.read_before
-    assert len(reads) == 2 and {_device(r.op) for r in reads} == {
+    assert len(reads) == 2 and {_device(r) for r in reads} == {
         "/job:ps/task:0",
         "/job:ps/task:1",
     }
     for r in reads:
         assert {_job(op) for op in _closure(r)} == {"ps"}
     with mode.graph.as_default():
-        assert {r.op for r in reads} <= _closure(mode.fetches)
+        assert set(reads) <= _closure(mode.fetches)
     for split in _gradient_splits(mode):
-        waits = [r for r in reads if r.op in _closure(split)]
-        assert [_device(r.op) for r in waits] == [_device(split)]
+        waits = [r for r in reads if r in _closure(split)]
+        assert [_device(r) for r in waits] == [_device(split)]
 
 
 def test_a_local_copy_reads_its_own_statistics_and_updates_the_ps_ones():

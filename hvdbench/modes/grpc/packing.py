@@ -42,8 +42,8 @@ def move(
     """``tensors`` (dense, one dtype, on one device: the caller's scope) as they arrive
     on ``device`` through one transfer: flattened and concatenated here, split and
     reshaped there, the split after the ops or tensors ``after``."""
-    with tf.device(device), tf.control_dependencies(after):
-        if len(tensors) == 1:
+    if len(tensors) == 1:
+        with tf.device(device), tf.control_dependencies(after):
             return [tf.identity(tensors[0])]
     flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
     sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
@@ -59,8 +59,8 @@ def gradients_to_ps(
     """(gradient, ps variable) pairs whose gradients reach each variable's task in one
     transfer per task and dtype. Called in the worker's device scope.
 
-    ``after``: tensors on ps tasks (:func:`read_packed`'s ``sources``) that must be
-    computed before the update; each task's gradients wait for that task's, there, so
+    ``after``: ops on ps tasks (:func:`read_packed`'s ``reads``) that must run before
+    the update; each task's gradients wait for that task's, there, so
     that the ordering adds no transfer (one on a task without gradients of its own waits
     on every task's)."""
     out = list(pairs)
@@ -88,30 +88,19 @@ def read_from_ps(variables: list[Any], device: str) -> list[Any]:
 
 
 def read_packed(variables: list[Any], device: str) -> tuple[list[Any], list[Any]]:
-    """:func:`read_from_ps`'s values, and its ``sources``: the tensor each group's
-    transfer starts from, on the group's ps task (a step that computes one has read that
-    group's variables)."""
+    """:func:`read_from_ps`'s values, and its ``reads``: one op per group, on the group's
+    ps task, that runs once the reads the values are moved from have."""
     values: list[Any] = [None] * len(variables)
-    sources: list[Any] = []
+    groups: list[Any] = []
     keyed = [(i, v, (v.device, v.dtype.base_dtype)) for i, v in enumerate(variables)]
     for (ps_device, _), members in _groups(keyed).items():
         with tf.device(ps_device):
             reads = [v.read_value() for _, v in members]
             moved = move(reads, [v.shape for _, v in members], device)
-            sources.append(_source(moved[0], ps_device))
+            groups.append(tf.group(*reads))
         for (i, _), value in zip(members, moved):
             values[i] = value
-    return values, sources
-
-
-def _source(moved: Any, ps_device: str) -> Any:
-    """The tensor on ``ps_device`` that ``moved`` (one of :func:`move`'s outputs: a
-    reshape of a split, or an identity) was made from."""
-    x = moved
-    while x.device != ps_device and x.op.inputs:
-        x = x.op.inputs[0]
-    assert x.device == ps_device, (moved, ps_device)
-    return x
+    return values, groups
 
 
 LOCAL_STEP = "sync_rep_local_step"  # the variable SyncReplicasOptimizer.apply_gradients makes

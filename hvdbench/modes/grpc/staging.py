@@ -18,7 +18,7 @@ there, on the task (:attr:`StagedVariables.read_before`). Were the read to wait 
 take, a control edge from the worker, it would come at the end of the step: a ps task
 pulls what it receives from a worker, and the worker serves that pull from its inter-op
 pool, which has one thread a core and is busy with the step until its last op (the trace
-in docs/parameter_server.md, "Transfers"). The read then sat in the tail of every step,
+in docs/parameter_server.md, "Who serves a transfer"). The read then sat in the tail of every step,
 between the gradients and the update.
 
 So the gradient applied at step k was computed on the variables of step k-1: one step
