@@ -254,9 +254,10 @@ class PsConfig:
         "One gRPC transfer per ps task and step for each kind of tensor a worker exchanges "
         "with it (flattened and concatenated), instead of one per tensor: the gradients, "
         "the values (read at the start of the step, or one step ahead when staged), batch "
-        "norm's moving-average updates, and the synchronous optimizer's local step. Same "
-        "values; resnet20 on 2 ps tasks crosses 9-12 times a step instead of 240-330 "
-        "(docs/parameter_server.md)."
+        "norm's moving-average updates, and the synchronous optimizer's local step; sync, "
+        "each ps task's gradients are also accumulated whole (one accumulator per task, "
+        "not per variable). Same values; resnet20 on 2 ps tasks crosses 9-12 times a step "
+        "instead of 240-330 (docs/parameter_server.md)."
     )
     grpc_bdp_probe: bool = fld(
         "gRPC's bandwidth-delay-product probing, which resizes each connection's flow-"

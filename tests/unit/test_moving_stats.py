@@ -116,15 +116,16 @@ def test_a_packed_step_crosses_a_few_times_per_ps_task(variant):
 
 
 def _gradient_splits(mode) -> list:
-    """The ops on the ps tasks that split each task's packed gradients: those that split
-    a tensor from the worker, less batch norm's moments (what the updates are made of)."""
+    """The ops on the ps tasks that first take each task's packed gradients from the
+    worker: the split (async), or the accumulation of the whole (sync), less batch norm's
+    moments (what the updates are made of)."""
     with mode.graph.as_default():
         ops = _closure(mode.fetches)
         moments = _closure(*mode._statistics_updates)
     return [
         op
         for op in ops - moments
-        if op.type == "SplitV"
+        if op.type in ("SplitV", "ResourceAccumulatorApplyGradient")
         and _job(op) == "ps"
         and any(_job(x.op) == "worker" for x in op.inputs)
     ]
@@ -145,11 +146,16 @@ def test_the_gradients_wait_for_no_statistics_update(variant):
         assert updates <= _closure(mode.fetches)  # they still run every step
 
 
-def test_staged_values_are_read_at_the_start_and_updated_after():
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+def test_staged_values_are_read_at_the_start_and_updated_after(sync):
     """Staged and packed, each ps task reads the next step's values waiting for nothing
     of the worker's (so the read runs while the worker computes, not after its last op),
-    and the task's gradients are applied only after that read, ordered on the task."""
-    mode = _built_mode([*VARIANTS["ps-async-staged"], "--ps.pack_transfers=true"])
+    and the task's gradients are applied (sync: accumulated) only after that read,
+    ordered on the task."""
+    mode = _built_mode(
+        ["--mode.name=parameter_server", f"--ps.sync={str(sync).lower()}"]
+        + ["--ps.staged_vars=true", "--ps.pack_transfers=true"]
+    )
     reads = mode.staging.read_before
     assert len(reads) == 2 and {_device(r) for r in reads} == {
         "/job:ps/task:0",

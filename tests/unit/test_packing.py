@@ -107,6 +107,61 @@ def test_packed_values_arrive_unchanged():
         np.testing.assert_array_equal(got, want)
 
 
+def test_one_accumulator_per_ps_task_gives_the_same_synchronous_update():
+    """Packed, ``SyncReplicasOptimizer`` accumulates each ps task's share of the gradients
+    whole (one accumulator, one flat gradient) and :class:`SplitApply` splits the average
+    back: two replicas' gradients give the variables what momentum SGD gives the mean of
+    the two, the unpacked optimizer's update."""
+    from hvdbench.modes.grpc import packing
+
+    rng = np.random.default_rng(1)
+    shapes = [(3,), (2, 2, 3, 4), (), (5, 2)]
+    inits = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(2)]
+    sparse_grad = np.ones((1, 3), np.float32)
+    results = {}
+    for packed in (False, True):
+        with tf.Graph().as_default():
+            variables = [v1.Variable(x, use_resource=True) for x in inits]
+            sparse_var = v1.Variable(np.zeros((3, 3), np.float32), use_resource=True)
+            step = v1.train.get_or_create_global_step()
+            feeds = [v1.placeholder(tf.float32, s) for s in shapes]
+            inner = v1.train.MomentumOptimizer(0.1, 0.9)
+            opt = v1.train.SyncReplicasOptimizer(
+                packing.SplitApply(inner) if packed else inner, replicas_to_aggregate=2
+            )
+            sparse = tf.IndexedSlices(tf.constant(sparse_grad), tf.constant([1]), [3, 3])
+            pairs = [*zip(feeds, variables), (sparse, sparse_var)]
+            if packed:
+                pairs = packing.gradients_to_accumulators(pairs)
+                assert [type(v).__name__ for _, v in pairs] == [
+                    "ResourceVariable",
+                    "PackedGradient",
+                ]
+            train = opt.apply_gradients(pairs, global_step=step)
+            accumulators = [
+                op
+                for op in tf.compat.v1.get_default_graph().get_operations()
+                if op.type == "ConditionalAccumulator" or op.type.endswith("ConditionalAccumulator")
+            ]
+            assert len(accumulators) == (2 if packed else 5)  # the sparse one, and one or 4 dense
+            sync_op = opt.get_chief_queue_runner().enqueue_ops[0]
+            with v1.Session() as sess:
+                sess.run([v1.global_variables_initializer(), v1.local_variables_initializer()])
+                sess.run(opt.chief_init_op)
+                sess.run(opt._sync_token_queue.enqueue_many(([0, 0],)))
+                for replica in grads:  # two replicas' gradients for global step 0
+                    sess.run(train, dict(zip(feeds, replica)))
+                sess.run(sync_op)
+                results[packed] = sess.run([*variables, sparse_var, step])
+    mean = [(a + b) / 2 for a, b in zip(*grads)]
+    for got, x, g in zip(results[True], inits, mean):
+        np.testing.assert_allclose(got, x - 0.1 * g, rtol=1e-6)  # the first step's momentum
+    for got, want in zip(results[True], results[False]):
+        np.testing.assert_array_equal(got, want)
+    assert results[True][-1] == 1
+
+
 def test_bdp_probe_off_adds_the_channel_argument_and_keeps_the_users():
     """ps.grpc_bdp_probe=false reaches TensorFlow's channels as grpc.http2.bdp_probe=0;
     whatever the user put in TF_GRPC_DEFAULT_OPTIONS stays, and their own bdp_probe wins."""

@@ -11,10 +11,14 @@ task and direction.
 Only dense float tensors of one dtype are packed together; anything else (``None``
 gradients, ``IndexedSlices``) crosses as it did, on its own.
 
-``SyncReplicasOptimizer`` gives each variable its own accumulator on the variable's task,
-and each accumulator takes the worker's local step, read anew for each: 65 more scalars
-crossing a step. :func:`one_local_step_read` makes them one read, which crosses once per
-ps task. Batch norm's moving-average updates are packed by
+``SyncReplicasOptimizer`` gives each variable its own accumulator on the variable's task:
+65 accumulations on the ps per worker and step, in series, and 65 takes and splits in the
+chief's update, all in the synchronous step's tail. Packed, :func:`gradients_to_accumulators`
+gives it one :class:`PackedGradient` per ps task instead, so that a task's share of the
+gradients is accumulated and taken whole, and :class:`SplitApply` splits the average back
+into the variables' gradients on that task, for the optimizer. Each accumulator takes the
+worker's local step, read anew for each; :func:`one_local_step_read` makes them one read,
+which crosses once per ps task. Batch norm's moving-average updates are packed by
 :mod:`hvdbench.modes.grpc.moving_stats`.
 """
 
@@ -64,6 +68,19 @@ def gradients_to_ps(
     that the ordering adds no transfer (one on a task without gradients of its own waits
     on every task's)."""
     out = list(pairs)
+    for device, members, wait in _gradient_groups(pairs, after):
+        idx = [i for i, _ in members]
+        moved = move([g for _, g in members], [pairs[i][1].shape for i in idx], device, wait)
+        for i, g in zip(idx, moved):
+            out[i] = (g, pairs[i][1])
+    return out
+
+
+def _gradient_groups(
+    pairs: list[tuple[Any, Any]], after: Sequence[Any]
+) -> list[tuple[str, list[tuple[int, Any]], list[Any]]]:
+    """(ps device, [(index, gradient), ...], what that task's share must wait for) for
+    each ps task and dtype of the pairs' dense gradients, in order."""
     dense = [
         (i, g, (v.device, g.dtype))
         for i, (g, v) in enumerate(pairs)
@@ -72,13 +89,75 @@ def gradients_to_ps(
     groups = _groups(dense)
     devices = {device for device, _ in groups}
     elsewhere = [t for t in after if t.device not in devices]
-    for (device, _), members in groups.items():
-        idx = [i for i, _ in members]
-        wait = [t for t in after if t.device == device] + elsewhere
-        moved = move([g for _, g in members], [pairs[i][1].shape for i in idx], device, wait)
-        for i, g in zip(idx, moved):
-            out[i] = (g, pairs[i][1])
+    return [
+        (device, members, [t for t in after if t.device == device] + elsewhere)
+        for (device, _), members in groups.items()
+    ]
+
+
+class PackedGradient:
+    """What ``SyncReplicasOptimizer`` needs of a variable to accumulate its gradient (a
+    device, a shape and a name), for one ps task's share of the gradients, flattened and
+    concatenated in ``variables``' order: it makes one accumulator for them all, on their
+    task, and hands their average to :class:`SplitApply`."""
+
+    def __init__(self, variables: list[Any], index: int) -> None:
+        self.variables = variables
+        self.device = variables[0].device
+        self.sizes = [int(v.shape.num_elements()) for v in variables]
+        self.dtype = variables[0].dtype.base_dtype
+        self.name = f"packed_gradients_{index}"
+        self.shape = tf.TensorShape([sum(self.sizes)])
+
+    def get_shape(self) -> Any:
+        return self.shape
+
+    def split(self, flat: Any) -> list[tuple[Any, Any]]:
+        """(gradient, variable) pairs of ``flat``, split and reshaped on the task."""
+        with tf.device(self.device):
+            parts = tf.split(flat, self.sizes) if len(self.sizes) > 1 else [flat]
+            return [(tf.reshape(p, v.shape), v) for p, v in zip(parts, self.variables)]
+
+
+def gradients_to_accumulators(
+    pairs: list[tuple[Any, Any]], after: Sequence[Any] = ()
+) -> list[tuple[Any, Any]]:
+    """:func:`gradients_to_ps` for ``SyncReplicasOptimizer``: one (flat gradient,
+    :class:`PackedGradient`) pair per ps task and dtype, whose gradient crosses in one
+    transfer and is accumulated whole, and the pairs that cannot be packed as they are.
+    Its optimizer must be wrapped in :class:`SplitApply`. ``after`` as in
+    :func:`gradients_to_ps`: each task's accumulation waits for that task's ops, there."""
+    groups = _gradient_groups(pairs, after)
+    packed = {i for _, members, _ in groups for i, _ in members}
+    out = [pair for i, pair in enumerate(pairs) if i not in packed]
+    for index, (device, members, wait) in enumerate(groups):
+        proxy = PackedGradient([pairs[i][1] for i, _ in members], index)
+        flat = tf.concat([tf.reshape(g, [-1]) for _, g in members], 0)
+        if wait:
+            with tf.device(device), tf.control_dependencies(wait):
+                flat = tf.identity(flat)
+        out.append((flat, proxy))
     return out
+
+
+class SplitApply:
+    """The optimizer inside ``SyncReplicasOptimizer`` when its gradients are packed
+    (:func:`gradients_to_accumulators`): each :class:`PackedGradient`'s average is split
+    back into its variables' gradients, then ``opt`` applies them all as it would have."""
+
+    def __init__(self, opt: Any) -> None:
+        self._opt = opt
+
+    def apply_gradients(
+        self, grads_and_vars: Any, global_step: Any = None, name: Any = None
+    ) -> Any:
+        pairs: list[tuple[Any, Any]] = []
+        for g, v in grads_and_vars:
+            pairs.extend(v.split(g) if isinstance(v, PackedGradient) else [(g, v)])
+        return self._opt.apply_gradients(pairs, global_step=global_step, name=name)
+
+    def __getattr__(self, name: str) -> Any:  # compute_gradients, get_slot, variables, ...
+        return getattr(self._opt, name)
 
 
 def read_from_ps(variables: list[Any], device: str) -> list[Any]:

@@ -491,8 +491,13 @@ class GrpcGraphMode(Mode):
                 self.model_variables = model.trainable_variables
                 opt = training.make_v1_optimizer(cfg.train)
                 if self.sync:
+                    # Packed, one accumulator per ps task (packing.PackedGradient), whose
+                    # average SplitApply splits back for the optimizer.
+                    inner = packing.SplitApply(opt) if cfg.ps.pack_transfers else opt
                     opt = v1.train.SyncReplicasOptimizer(
-                        opt, replicas_to_aggregate=self.replicas_to_aggregate, total_num_replicas=n
+                        inner,
+                        replicas_to_aggregate=self.replicas_to_aggregate,
+                        total_num_replicas=n,
                     )
                 first_op = len(self.graph.get_operations())
                 self._statistics_updates: list[Any] | None = None
@@ -506,11 +511,14 @@ class GrpcGraphMode(Mode):
                 if self._statistics_updates is None:
                     self._statistics_updates = gt.moving_average_updates(self.graph, first_op)
                 with_step = step.with_step + self._statistics_updates
-                gv = training.clip_pairs(step.pairs, cfg.train.gradient_clip_norm)
+                computed = training.clip_pairs(step.pairs, cfg.train.gradient_clip_norm)
+                gv = computed
                 # The ordering goes on the gradients, not around apply_gradients, whose
                 # side ops (SyncReplicasOptimizer's readiness checks) must not wait for a
-                # step; packed, on each ps task's split of its gradients.
-                if cfg.ps.pack_transfers:
+                # step; packed, on each ps task's share of its gradients, there.
+                if cfg.ps.pack_transfers and self.sync:
+                    gv = packing.gradients_to_accumulators(gv, after=step.before_update)
+                elif cfg.ps.pack_transfers:
                     gv = packing.gradients_to_ps(gv, after=step.before_update)
                 elif step.before_update:
                     with tf.control_dependencies(step.before_update):
@@ -524,8 +532,8 @@ class GrpcGraphMode(Mode):
                 self.fetches = [self.train_op, loss, self.global_step_read]
                 if self.is_chief and cfg.summary.dir and cfg.summary.verbosity >= 2:
                     # gradient histograms: this worker's gradients, fetched with each step
-                    self.fetches.append([g for g, _ in gv])
-                    self._gradient_names = [v.name for _, v in gv]
+                    self.fetches.append([g for g, _ in computed])
+                    self._gradient_names = [v.name for _, v in computed]
                 # No initial tokens (TensorFlow's default is replicas_to_aggregate of
                 # them): with them each worker's first step returns before the first
                 # update, so its second gradient is computed on the initial weights and
