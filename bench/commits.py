@@ -21,7 +21,6 @@ nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-import perf  # noqa: E402  (bench/perf.py: its environment, CPU line and JSON)
+import perf  # noqa: E402  (bench/perf.py: its runner, CPU line and JSON)
 
 
 def checkout(commit: str, stack: ExitStack) -> Path:
@@ -54,30 +53,14 @@ def checkout(commit: str, stack: ExitStack) -> Path:
 
 
 def run_once(tree: Path, args: list[str]) -> dict[str, Any]:
-    """One ``hvdbench run`` of ``tree``'s code (its directory is the working directory,
-    which ``python -m`` puts first on the path): its images/sec and CPU ms per image."""
+    """One ``hvdbench run`` of ``tree``'s code: its images/sec and CPU ms per image."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [perf.PY, "-m", "hvdbench", "run", *args, f"--output.dir={out}"]
-        done = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            cwd=tree,
-            env={**perf.env(), "PYTHONPATH": str(tree)},
-            timeout=900,
-        )
-        records = list(Path(out).glob("*.json"))
-        if done.returncode != 0 or len(records) != 1:
-            raise SystemExit(
-                f"commits.py: {shlex.join(cmd)} in {tree} failed "
-                f"({done.returncode}):\n{done.stderr[-3000:]}"
-            )
-        rec = json.loads(records[0].read_text())
+        rec = perf.hvdbench_run(args, out, repo=tree)
     return {
         "images_per_sec": rec["totals"]["total_images_per_sec"],
         "cpu_ms_per_image": perf.cpu_ms_per_image([rec]),
         "git_sha": rec.get("git_sha"),
-        "command": shlex.join(cmd),
+        "command": f"cd {tree} && {perf.COMMANDS[-1]}",
     }
 
 

@@ -26,12 +26,13 @@ PY = sys.executable
 COMMANDS: list[str] = []
 
 
-def env() -> dict[str, str]:
+def env(repo: Path = REPO) -> dict[str, str]:
+    """The benchmarks' environment, running ``repo``'s hvdbench."""
     e = {
         k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM", "HOROVOD_", "PMIX_"))
     }
     e.update(
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(repo),
         TF_CPP_MIN_LOG_LEVEL="2",
         OMPI_ALLOW_RUN_AS_ROOT="1",
         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -39,16 +40,23 @@ def env() -> dict[str, str]:
     return e
 
 
-def sh(cmd: list[str], timeout: float = 900, extra_env: dict[str, str] | None = None) -> str:
+def sh(
+    cmd: list[str],
+    timeout: float = 900,
+    extra_env: dict[str, str] | None = None,
+    repo: Path = REPO,
+) -> str:
+    """``cmd``'s output, run in ``repo`` (``python -m`` puts it first on the path) on
+    its code; a RuntimeError with its stderr when it fails."""
     prefix = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
     COMMANDS.append(f"{prefix} {' '.join(cmd)}".strip())
     out = subprocess.run(
         cmd,
         capture_output=True,
         text=True,
-        env={**env(), **(extra_env or {})},
+        env={**env(repo), **(extra_env or {})},
         timeout=timeout,
-        cwd=REPO,
+        cwd=repo,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -56,11 +64,12 @@ def sh(cmd: list[str], timeout: float = 900, extra_env: dict[str, str] | None = 
 
 
 def hvdbench_run(
-    args: list[str], out_dir: str, extra_env: dict[str, str] | None = None
+    args: list[str], out_dir: str, extra_env: dict[str, str] | None = None, repo: Path = REPO
 ) -> dict[str, Any]:
-    """Run `hvdbench run ARGS` and return its record."""
+    """Run `hvdbench run ARGS` (``repo``'s) and return its record."""
     before = set(Path(out_dir).glob("*.json"))
-    sh([PY, "-m", "hvdbench", "run", *args, f"--output.dir={out_dir}"], extra_env=extra_env)
+    cmd = [PY, "-m", "hvdbench", "run", *args, f"--output.dir={out_dir}"]
+    sh(cmd, extra_env=extra_env, repo=repo)
     (new,) = set(Path(out_dir).glob("*.json")) - before
     return json.loads(new.read_text())
 

@@ -142,7 +142,7 @@ def test_one_accumulator_per_ps_task_gives_the_same_synchronous_update():
             accumulators = [
                 op
                 for op in tf.compat.v1.get_default_graph().get_operations()
-                if op.type == "ConditionalAccumulator" or op.type.endswith("ConditionalAccumulator")
+                if op.type.endswith("ConditionalAccumulator")  # dense, sparse, resource
             ]
             assert len(accumulators) == (2 if packed else 5)  # the sparse one, and one or 4 dense
             sync_op = opt.get_chief_queue_runner().enqueue_ops[0]

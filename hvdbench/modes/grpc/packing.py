@@ -49,12 +49,23 @@ def move(
     if len(tensors) == 1:
         with tf.device(device), tf.control_dependencies(after):
             return [tf.identity(tensors[0])]
-    flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
-    sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
+    flat = _flatten(tensors)
     with tf.device(device):
-        with tf.control_dependencies(after):
-            parts = tf.split(flat, sizes)
-        return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
+        return _unflatten(flat, shapes, after)
+
+
+def _flatten(tensors: list[Any]) -> Any:
+    """``tensors`` flattened and concatenated, in the caller's scope."""
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
+
+
+def _unflatten(flat: Any, shapes: list[Any], after: Sequence[Any] = ()) -> list[Any]:
+    """:func:`_flatten`'s tensors of ``shapes`` back from ``flat``, in the caller's scope;
+    the split after ``after``."""
+    sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
+    with tf.control_dependencies(after):
+        parts = tf.split(flat, sizes) if len(sizes) > 1 or after else [flat]
+    return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
 
 
 def gradients_to_ps(
@@ -104,10 +115,8 @@ class PackedGradient:
     def __init__(self, variables: list[Any], index: int) -> None:
         self.variables = variables
         self.device = variables[0].device
-        self.sizes = [int(v.shape.num_elements()) for v in variables]
-        self.dtype = variables[0].dtype.base_dtype
         self.name = f"packed_gradients_{index}"
-        self.shape = tf.TensorShape([sum(self.sizes)])
+        self.shape = tf.TensorShape([sum(int(v.shape.num_elements()) for v in variables)])
 
     def get_shape(self) -> Any:
         return self.shape
@@ -115,8 +124,8 @@ class PackedGradient:
     def split(self, flat: Any) -> list[tuple[Any, Any]]:
         """(gradient, variable) pairs of ``flat``, split and reshaped on the task."""
         with tf.device(self.device):
-            parts = tf.split(flat, self.sizes) if len(self.sizes) > 1 else [flat]
-            return [(tf.reshape(p, v.shape), v) for p, v in zip(parts, self.variables)]
+            parts = _unflatten(flat, [v.shape for v in self.variables])
+        return list(zip(parts, self.variables))
 
 
 def gradients_to_accumulators(
@@ -132,7 +141,7 @@ def gradients_to_accumulators(
     out = [pair for i, pair in enumerate(pairs) if i not in packed]
     for index, (device, members, wait) in enumerate(groups):
         proxy = PackedGradient([pairs[i][1] for i, _ in members], index)
-        flat = tf.concat([tf.reshape(g, [-1]) for _, g in members], 0)
+        flat = _flatten([g for _, g in members])
         if wait:
             with tf.device(device), tf.control_dependencies(wait):
                 flat = tf.identity(flat)
